@@ -1,0 +1,19 @@
+"""Train an ESPnet ASR model with the espnet_oracle plugins available.
+
+Same options as ``python -m espnet2.bin.asr_train``; this module only imports the
+plugins first and then hands over to ESPnet's own training entry point.
+"""
+
+from espnet_oracle.tasks.oracle_asr import OracleASRTask
+
+
+def get_parser():
+    return OracleASRTask.get_parser()
+
+
+def main(cmd=None):
+    OracleASRTask.main(cmd=cmd)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""ESPnet ASR task with the Oracle Teacher and KD-student plugins registered.
+
+Importing this module registers, in ESPnet's own ASR registries,
+``encoder: oracle_teacher``, ``model: oracle_teacher``, ``model: kd_student`` and
+the data type ``teacher_posterior``, so plain ESPnet YAML configs select them.
+Registration happens at import time because ESPnet's multi-GPU launcher spawns
+fresh processes that import the task again.
+"""
+
+import argparse
+from typing import Tuple
+
+from typeguard import typechecked
+
+from espnet_oracle.utils.quiet_import import import_espnet_asr_task
+
+espnet_asr_task = import_espnet_asr_task()
+ASRTask = espnet_asr_task.ASRTask
+
+from espnet_oracle.asr.encoder.oracle_teacher_encoder import OracleTeacherEncoder
+from espnet_oracle.asr.kd_student_model import KDStudentModel
+from espnet_oracle.asr.oracle_teacher_model import OracleTeacherModel
+from espnet_oracle.utils.posteriors import register_data_type
+
+TEACHER_POST = "teacher_post"
+
+
+def register_plugins() -> None:
+    """Add our classes to ESPnet's ASR class choices (idempotent)."""
+    espnet_asr_task.encoder_choices.classes.setdefault("oracle_teacher", OracleTeacherEncoder)
+    espnet_asr_task.model_choices.classes.setdefault("oracle_teacher", OracleTeacherModel)
+    espnet_asr_task.model_choices.classes.setdefault("kd_student", KDStudentModel)
+    register_data_type()
+
+
+register_plugins()
+
+
+class OracleASRTask(ASRTask):
+    """ASRTask that also accepts teacher posteriors as training data."""
+
+    @classmethod
+    def optional_data_names(
+        cls, train: bool = True, inference: bool = False
+    ) -> Tuple[str, ...]:
+        return tuple(super().optional_data_names(train, inference)) + (TEACHER_POST,)
+
+    @classmethod
+    @typechecked
+    def build_model(cls, args: argparse.Namespace):
+        if getattr(args, "encoder", None) == "oracle_teacher":
+            token_list = args.token_list
+            if isinstance(token_list, str):
+                with open(token_list, encoding="utf-8") as f:
+                    token_list = [line.rstrip() for line in f]
+            # The target embedding needs the vocabulary, which ESPnet only passes
+            # to the model; it is saved in config.yaml with the rest of encoder_conf.
+            args.encoder_conf = dict(args.encoder_conf or {}, vocab_size=len(token_list))
+        return super().build_model(args)

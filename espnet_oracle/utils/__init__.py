@@ -1,0 +1,1 @@
+"""Shared helpers (data-directory I/O, ...)."""
