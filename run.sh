@@ -18,6 +18,7 @@
 #  10  score (WER/CER, per condition), spike timing, plots, RESULTS.md
 set -euo pipefail
 
+command_line="$0 $*"
 recipe_dir=$(pwd)
 project_root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -101,6 +102,9 @@ stage_done() {
     echo -e "$1\t$2\t${seconds}" >> "${exp}/stage_times.tsv"
     log "stage $1 ($2) took ${seconds} s"
 }
+
+mkdir -p "${exp}"
+echo "$(date '+%F %T') cd ${recipe_dir} && ${FSDD:+FSDD=${FSDD} }${command_line}" >> "${exp}/commands.log"
 
 token_list=data/token_list/${token_type}/tokens.txt
 bpe_prefix=data/token_list/bpe/bpe
@@ -218,7 +222,7 @@ if run_stage 5; then
     need "${token_list}" "stage 3 (token list)"
     need "${stats_file}" "stage 2 (features)"
     # shellcheck disable=SC2086
-    OMP_NUM_THREADS=$([ -n "${teacher_pid}" ] \&\& echo 1 || echo "${nj}") train_model teacher_oracle "${oracle_conf}" ${teacher_train_opts}
+    OMP_NUM_THREADS=$([ -n "${teacher_pid}" ] && echo 1 || echo "${nj}") train_model teacher_oracle "${oracle_conf}" ${teacher_train_opts}
     if [ -n "${teacher_pid}" ]; then
         wait "${teacher_pid}" || die "stage 4 (conventional teacher) failed; see ${exp}/teacher_conventional/train.log"
         stage_done 4+5 teachers_in_parallel

@@ -1,0 +1,2 @@
+# Where this recipe's corpus lives; the environment variable of the same name wins.
+MYCORPUS=${MYCORPUS:-}

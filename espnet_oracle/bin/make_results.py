@@ -1,0 +1,254 @@
+"""Stage 10: write RESULTS.md from what the pipeline left in exp/ (never by hand).
+
+Reads scores.json of every decode dir, cer_curve.tsv and model files of every
+system, exp/teacher_eval/summary.json, posterior stats, exp/stage_times.tsv,
+exp/commands.log and, when present, exp/benchmark/benchmark.json.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from espnet_oracle.utils.datadir import atomic_write_text
+
+TEACHERS = ("teacher_conventional", "teacher_oracle")
+STUDENT_SYSTEMS = {
+    "nokd": "student, no KD",
+    "convkd": "student, KD from conventional teacher",
+    "oraclekd": "student, KD from Oracle Teacher",
+}
+LABELS = {
+    "teacher_conventional": "conventional teacher",
+    "teacher_oracle": "Oracle Teacher (fed the true transcript: oracle numbers)",
+}
+
+
+def load_json(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def num_params(exp_dir: Path) -> Optional[int]:
+    path = exp_dir / "valid.loss.ave.pth"
+    if not path.exists():
+        return None
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return int(sum(v.numel() for k, v in state.items() if v.is_floating_point()
+                   and "normalize" not in k))
+
+
+def train_seconds(exp_dir: Path) -> Optional[float]:
+    curve = exp_dir / "cer_curve.tsv"
+    if not curve.exists():
+        return None
+    last = curve.read_text(encoding="utf-8").strip().splitlines()[-1].split("\t")
+    startup = exp_dir / "startup_seconds"
+    extra = float(startup.read_text()) if startup.exists() else 0.0
+    return float(last[-1]) + extra
+
+
+def scores(exp_dir: Path, set_name: str, mode: str) -> Optional[dict]:
+    return load_json(exp_dir / f"decode_{set_name}_{mode}" / "scores.json")
+
+
+def fmt(values: List[Optional[float]], digits: int = 2, scale: float = 1.0) -> str:
+    values = [v * scale for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def mean(values):
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def environment() -> List[str]:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = []
+    for package in ("torch", "torchaudio", "espnet"):
+        try:
+            from importlib.metadata import version
+
+            versions.append(f"{package} {version(package)}")
+        except Exception:  # noqa: BLE001 - report what is there
+            versions.append(f"{package} ?")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=Path(__file__).resolve().parents[2]).stdout.strip()
+    except OSError:
+        commit = ""
+    return [
+        f"- Machine: {cpu}, {os.cpu_count()} CPU cores, no GPU (`--ngpu 0`)",
+        f"- Software: Python {platform.python_version()}, {', '.join(versions)}",
+        f"- Code: espnet-oracle commit `{commit or 'unknown'}`; generated "
+        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} by `espnet_oracle.bin.make_results`",
+    ]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--exp", default="exp")
+    parser.add_argument("--recipe_dir", default=".")
+    parser.add_argument("--sets", default="dev test test_unseen")
+    parser.add_argument("--seeds", default="1 2 3")
+    parser.add_argument("--out", default="RESULTS.md")
+    args = parser.parse_args(argv)
+    exp = Path(args.exp)
+    sets = args.sets.split()
+    seeds = args.seeds.split()
+    out: List[str] = ["# Results", "", "Generated from `exp/` by `python -m espnet_oracle.bin.make_results` "
+                      "(run.sh stage 10). Do not edit by hand.", "", "## Environment", ""]
+    out += environment()
+    commands = exp / "commands.log"
+    if commands.exists():
+        out += ["", "Commands that produced `exp/` (from `exp/commands.log`):", "", "```"]
+        out += commands.read_text(encoding="utf-8").strip().splitlines()[-10:]
+        out += ["```"]
+
+    # ---- main table ----
+    out += ["", "## Systems", "",
+            "WER / CER in %, greedy CTC decoding (beam-search WER in the next table). Students: "
+            f"mean ± std over seeds {', '.join(seeds)}. Spike hit rate: share of emitted tokens whose "
+            "first CTC frame lies inside the true span of their word (test set, greedy path).", ""]
+    header = ["system", "params", "train time (s)"]
+    for s in sets:
+        header += [f"{s} WER", f"{s} CER"]
+    header += ["spike hit rate (test)", "mean onset offset (ms, test)"]
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def row(label, dirs):
+        params = [num_params(d) for d in dirs]
+        cells = [label, fmt([p / 1e6 for p in params if p], 3) + " M" if any(params) else "–",
+                 fmt([train_seconds(d) for d in dirs], 0)]
+        for s in sets:
+            results = [scores(d, s, "greedy") for d in dirs]
+            cells += [fmt([r and r.get("wer") for r in results]), fmt([r and r.get("cer") for r in results])]
+        test = [scores(d, "test", "greedy") for d in dirs]
+        cells += [fmt([r and r.get("spike_hit_rate") for r in test], 1, 100.0) + (" %" if any(test) else ""),
+                  fmt([r and r.get("mean_onset_offset_ms") for r in test], 0)]
+        out.append("| " + " | ".join(cells) + " |")
+
+    for teacher in TEACHERS:
+        if (exp / teacher).exists():
+            row(LABELS[teacher], [exp / teacher])
+    for system, label in STUDENT_SYSTEMS.items():
+        dirs = [exp / f"student_{system}_seed{seed}" for seed in seeds if (exp / f"student_{system}_seed{seed}").exists()]
+        if dirs:
+            row(f"{label} ({len(dirs)} seeds)", dirs)
+
+    # ---- beam search ----
+    out += ["", "### CTC prefix beam search (ESPnet BatchBeamSearch + CTCPrefixScorer)", "",
+            "| system | " + " | ".join(f"{s} WER" for s in sets) + " |", "|---|" + "---|" * len(sets)]
+    for name, label in list(LABELS.items()) + [(k, v) for k, v in STUDENT_SYSTEMS.items()]:
+        dirs = [exp / name] if name in TEACHERS else [exp / f"student_{name}_seed{seed}" for seed in seeds]
+        dirs = [d for d in dirs if d.exists()]
+        if dirs:
+            out.append(f"| {label} | " + " | ".join(
+                fmt([(scores(d, s, "beam") or {}).get("wer") for d in dirs]) for s in sets) + " |")
+
+    # ---- target check ----
+    def student_wer(system, set_name):
+        return mean([(scores(exp / f"student_{system}_seed{seed}", set_name, "greedy") or {}).get("wer")
+                     for seed in seeds])
+
+    out += ["", "### Target: Oracle-KD WER ≤ 0.8 × no-KD WER and below conventional-KD (3-seed means)", ""]
+    for set_name in ("test", "test_unseen"):
+        nokd, convkd, oraclekd = (student_wer(s, set_name) for s in ("nokd", "convkd", "oraclekd"))
+        if None in (nokd, convkd, oraclekd):
+            continue
+        ratio = oraclekd / nokd if nokd else float("nan")
+        verdict = "met" if ratio <= 0.8 and oraclekd < convkd else "NOT met"
+        out.append(f"- {set_name}: no-KD {nokd:.2f}, conventional-KD {convkd:.2f}, Oracle-KD {oraclekd:.2f} "
+                   f"→ Oracle-KD / no-KD = {ratio:.2f}; target {verdict}")
+
+    # ---- noise conditions ----
+    out += ["", "### WER by SNR on `test` (greedy; students: mean over seeds)", ""]
+    snrs = ["clean", "20", "15", "10", "5", "0"]
+    out += ["| system | " + " | ".join(snrs) + " |", "|---|" + "---|" * len(snrs)]
+    for name, label in list(LABELS.items()) + [(k, v) for k, v in STUDENT_SYSTEMS.items()]:
+        dirs = [exp / name] if name in TEACHERS else [exp / f"student_{name}_seed{seed}" for seed in seeds]
+        results = [scores(d, "test", "greedy") for d in dirs if d.exists()]
+        results = [r for r in results if r]
+        if not results:
+            continue
+        cells = []
+        for snr in snrs:
+            values = [((r.get("wer_by_snr") or {}).get(snr) or {}).get("wer") for r in results]
+            cells.append(fmt([mean(values)]))
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    # ---- teacher evaluation ----
+    teacher_eval = load_json(exp / "teacher_eval" / "summary.json")
+    if teacher_eval:
+        out += ["", "## Teacher evaluation and copy probe (stage 6, greedy CTC)", "",
+                "| set | conventional CER | Oracle CER (true transcript) | Oracle fed another transcript: "
+                "CER vs truth | … CER vs fed | … copy rate | Oracle, zeroed audio: CER |",
+                "|---|---|---|---|---|---|---|"]
+        for set_name, result in teacher_eval["sets"].items():
+            conv = result.get("teacher_conventional/audio_only", {})
+            true = result.get("teacher_oracle/true_transcript", {})
+            other = result.get("teacher_oracle/other_transcript", {})
+            zero = result.get("teacher_oracle/zeroed_source", {})
+            out.append(f"| {set_name} | {fmt([conv.get('cer')])} | {fmt([true.get('cer')])} | "
+                       f"{fmt([other.get('cer')])} | {fmt([other.get('cer_vs_fed')])} | "
+                       f"{fmt([other.get('copy_rate')], 1, 100.0)} % | {fmt([zero.get('cer')])} |")
+        speed = teacher_eval.get("time_to_cer", {})
+        if speed:
+            out += ["", f"Time to reach the conventional teacher's best dev CER ({speed['target_dev_cer']:.2f} %): "
+                    f"conventional {speed['conventional_seconds']:.0f} s (epoch {speed['conventional_epoch']:.0f}), "
+                    f"Oracle Teacher {speed['oracle_seconds']:.0f} s (epoch {speed['oracle_epoch']:.0f}); "
+                    f"ratio **{speed['ratio']:.2f}**. Oracle Teacher best dev CER (with transcript): "
+                    f"{speed['oracle_best_dev_cer']:.2f} %. Both teachers trained side by side, one core each."]
+
+    # ---- storage, benchmark, stage times ----
+    out += ["", "## Posterior storage (stage 7)", ""]
+    for teacher in TEACHERS:
+        stats = load_json(exp / teacher / "posteriors" / "train" / "stats.json")
+        meta = load_json(exp / teacher / "posteriors" / "train" / "meta.json")
+        if stats and meta:
+            out.append(f"- {teacher}: {meta['format']} (k={meta.get('k')}), {stats['frames']} frames, "
+                       f"**{stats['bytes_per_frame']:.1f} bytes/frame** on disk (train)")
+    bench = load_json(exp / "benchmark" / "benchmark.json")
+    if bench:
+        out += ["", "## Benchmark (`local/benchmark.sh` / `espnet_oracle.bin.benchmark`)", ""]
+        for key, value in bench.items():
+            out.append(f"- {key}: {value}")
+    times = exp / "stage_times.tsv"
+    if times.exists():
+        out += ["", "## Wall time per stage (this machine; last run of each stage)", "",
+                "| stage | name | seconds |", "|---|---|---|"]
+        latest: Dict[str, tuple] = {}
+        for line in times.read_text(encoding="utf-8").splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3:
+                latest[parts[0]] = (parts[1], parts[2])
+        total = 0
+        for stage, (name, seconds) in sorted(latest.items(), key=lambda kv: float(kv[0].split("+")[0])):
+            out.append(f"| {stage} | {name} | {seconds} |")
+            total += int(seconds)
+        out.append(f"| all | | **{total}** ({total / 60:.1f} min) |")
+    atomic_write_text(Path(args.recipe_dir) / args.out if not os.path.isabs(args.out) else Path(args.out),
+                      "\n".join(out) + "\n")
+    print(f"make_results: wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

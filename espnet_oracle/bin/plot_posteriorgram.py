@@ -1,0 +1,92 @@
+"""Stage 10 plots: CTC posteriorgrams of teachers and students, true word spans shaded.
+
+For a few utterances of a set, one PNG each: the conventional teacher, the
+Oracle Teacher (fed the true transcript) and the three students (first seed)
+stacked; every panel shows per-frame probabilities of the non-blank tokens
+(blank in grey), with the true word spans from ``word_align`` shaded.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+SYSTEMS = (
+    ("teacher_conventional", "conventional teacher"),
+    ("teacher_oracle", "Oracle Teacher (true transcript fed)"),
+    ("student_nokd_seed1", "student, no KD"),
+    ("student_convkd_seed1", "student, conventional KD"),
+    ("student_oraclekd_seed1", "student, Oracle KD"),
+)
+
+
+def read_word_align(path: Path):
+    spans = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        utt, _, word, start, end = line.split()
+        spans.setdefault(utt, []).append((word, float(start), float(end)))
+    return spans
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--exp", default="exp")
+    parser.add_argument("--dump_dir", default="dump/fbank")
+    parser.add_argument("--data_dir", default="data")
+    parser.add_argument("--set", default="test")
+    parser.add_argument("--num_utts", type=int, default=3)
+    parser.add_argument("--out_dir", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from espnet_oracle.utils.inference import FeatureSet, ctc_log_probs, frame_shift_ms, load_model
+
+    systems = [(name, label) for name, label in SYSTEMS if (Path(args.exp) / name / "config.yaml").exists()]
+    if not systems:
+        raise SystemExit(f"plot_posteriorgram: no trained systems under {args.exp}")
+    word_align = read_word_align(Path(args.data_dir) / args.set / "word_align")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loaded = [(label,) + load_model(Path(args.exp) / name) for name, label in systems]
+    data = FeatureSet(Path(args.dump_dir) / args.set, loaded[0][2])
+    # Prefer noisy, multi-word utterances: they show alignment differences best.
+    chosen = [u for u in data.utt_ids if len(data.texts[u].split()) >= 3][: args.num_utts]
+    for utt_id in chosen:
+        fig, axes = plt.subplots(len(loaded), 1, figsize=(10, 1.6 * len(loaded)), sharex=True)
+        axes = np.atleast_1d(axes)
+        for ax, (label, model, train_args) in zip(axes, loaded):
+            utt = data.get(utt_id)
+            log_probs, lengths, _ = ctc_log_probs(model, [utt])
+            probs = log_probs[0, : int(lengths[0])].exp().numpy()
+            shift = frame_shift_ms(utt.feats.shape[0], int(lengths[0])) / 1000.0
+            times = np.arange(probs.shape[0]) * shift
+            for word, start, end in word_align.get(utt_id, []):
+                ax.axvspan(start, end, color="tab:orange", alpha=0.15)
+                ax.text((start + end) / 2, 1.02, word, ha="center", va="bottom", fontsize=6)
+            ax.plot(times, probs[:, model.blank_id], color="0.7", lw=0.8)
+            tokens = list(model.token_list)
+            for index in range(probs.shape[1]):
+                if index != model.blank_id and probs[:, index].max() > 0.3:
+                    ax.plot(times, probs[:, index], lw=1.0)
+                    peak = int(probs[:, index].argmax())
+                    ax.text(times[peak], probs[peak, index], tokens[index].replace("<space>", "_"), fontsize=6)
+            ax.set_ylim(0, 1.15)
+            ax.set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
+            ax.tick_params(labelsize=6)
+        axes[-1].set_xlabel("time (s)")
+        fig.suptitle(f"{args.set} {utt_id}: {data.texts[utt_id]} (shaded: true word spans)", fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"posteriorgram_{utt_id}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        print(f"plot_posteriorgram: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Shared inference helpers: load a trained model, batch a feature set, run CTC.
+
+Used by teacher evaluation (stage 6), posterior dumping (stage 7), decoding
+(stage 9) and plotting. All of them need the same things: an ESPnet model from
+an experiment dir, features + token ids of a data set in length-sorted batches,
+and frame log-probabilities, for the Oracle Teacher with a transcript fed in.
+"""
+
+import argparse
+import logging
+import warnings
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import kaldiio
+import numpy as np
+import torch
+
+from espnet_oracle.utils.datadir import read_kaldi_map
+
+# ESPnet's CTC-only models log a warning on every build and call a deprecated
+# autocast API on every forward; neither says anything about our runs.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"espnet2\..*")
+logging.getLogger().setLevel(logging.ERROR)
+
+# Features are 10 ms frames (stage 2); the encoders subsample them.
+FEATURE_SHIFT_MS = 10.0
+
+
+def model_file(exp_dir: Path) -> Path:
+    """The averaged checkpoint ESPnet leaves after training (valid.loss.ave.pth)."""
+    for name in ("valid.loss.ave.pth", "valid.loss.best.pth", "latest.pth"):
+        path = Path(exp_dir) / name
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"{exp_dir}: no trained model (valid.loss.ave.pth) — train it first")
+
+
+def load_model(exp_dir: Path, device: str = "cpu") -> Tuple[torch.nn.Module, argparse.Namespace]:
+    """Build the model of ``exp_dir`` from its config.yaml and averaged weights."""
+    from espnet_oracle.tasks.oracle_asr import OracleASRTask
+
+    exp_dir = Path(exp_dir)
+    config = exp_dir / "config.yaml"
+    if not config.exists():
+        raise FileNotFoundError(f"{config} not found: {exp_dir} is not a trained ESPnet experiment")
+    model, args = OracleASRTask.build_model_from_file(config, model_file(exp_dir), device)
+    model.eval()
+    return model, args
+
+
+def is_oracle(model: torch.nn.Module) -> bool:
+    from espnet_oracle.asr.oracle_teacher_model import OracleTeacherModel
+
+    return isinstance(model, OracleTeacherModel)
+
+
+@dataclass
+class Utterance:
+    utt_id: str
+    feats: np.ndarray  # (T, F)
+    text: str
+    token_ids: np.ndarray  # (L,)
+
+
+class FeatureSet:
+    """A dump dir (feats.scp + text) with the model's own text preprocessing."""
+
+    def __init__(self, feats_dir: Path, train_args: argparse.Namespace):
+        from espnet_oracle.tasks.oracle_asr import OracleASRTask
+
+        self.feats_dir = Path(feats_dir)
+        scp = self.feats_dir / "feats.scp"
+        if not scp.exists():
+            raise FileNotFoundError(f"{scp} not found — run stage 2 (features) first")
+        self.feats = kaldiio.load_scp(str(scp))
+        self.texts = read_kaldi_map(self.feats_dir / "text")
+        missing = [u for u in self.feats.keys() if u not in self.texts]
+        if missing:
+            raise ValueError(f"{self.feats_dir}/text lacks utterances of feats.scp: {missing[:5]}")
+        self.utt_ids = sorted(self.feats.keys())
+        self.lengths = {}
+        shape = self.feats_dir / "feats_shape"
+        if shape.exists():
+            for utt, value in read_kaldi_map(shape).items():
+                self.lengths[utt] = int(value.split(",")[0])
+        self.preprocess = OracleASRTask.build_preprocess_fn(train_args, train=False)
+        self.token_type = train_args.token_type
+
+    def token_ids(self, utt_id: str, text: Optional[str] = None) -> np.ndarray:
+        text = self.texts[utt_id] if text is None else text
+        return self.preprocess(utt_id, {"text": text})["text"]
+
+    def get(self, utt_id: str, text: Optional[str] = None) -> Utterance:
+        text = self.texts[utt_id] if text is None else text
+        return Utterance(utt_id, self.feats[utt_id], text, self.token_ids(utt_id, text))
+
+    def batches(
+        self, batch_size: int, utt_ids: Optional[Sequence[str]] = None
+    ) -> Iterator[List[str]]:
+        """Length-sorted batches of utterance ids (less padding, same results)."""
+        ids = list(self.utt_ids if utt_ids is None else utt_ids)
+        if self.lengths:
+            ids.sort(key=lambda u: (-self.lengths.get(u, 0), u))
+        for start in range(0, len(ids), batch_size):
+            yield ids[start : start + batch_size]
+
+
+def pad(arrays: Sequence[np.ndarray], value: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([a.shape[0] for a in arrays], dtype=torch.long)
+    shape = (len(arrays), int(lengths.max())) + tuple(arrays[0].shape[1:])
+    out = np.full(shape, value, dtype=arrays[0].dtype)
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]] = a
+    return torch.from_numpy(out), lengths
+
+
+@torch.no_grad()
+def encode_batch(
+    model: torch.nn.Module,
+    utterances: Sequence[Utterance],
+    zero_source: bool = False,
+    return_attention: bool = False,
+):
+    """Encoder frames of a batch: what the CTC layer reads.
+
+    The Oracle Teacher is fed each utterance's ``token_ids``. With
+    ``zero_source`` the features are replaced by the training mean, i.e. zero
+    after global mean-variance normalization: the audio carries nothing.
+
+    Returns (B, T', D) frames, (B,) lengths, and, if asked, the last fusion
+    block's cross-attention (B, H, T', L) of the Oracle Teacher (else None).
+    """
+    speech, speech_lengths = pad([u.feats.astype(np.float32) for u in utterances], 0.0)
+    if zero_source:
+        speech = training_mean(model).expand_as(speech).clone()
+    attention = None
+    if is_oracle(model):
+        text, text_lengths = pad([np.asarray(u.token_ids, dtype=np.int64) for u in utterances], -1)
+        output = model.encode_with_target(speech, speech_lengths, text, text_lengths)
+        encoder_out, lengths = output.fused, output.lengths
+        if return_attention and output.attention:
+            attention = output.attention[-1]
+    else:
+        encoder_out, lengths = model.encode(speech, speech_lengths)
+        if isinstance(encoder_out, tuple):
+            encoder_out = encoder_out[0]
+    return encoder_out, lengths, attention
+
+
+@torch.no_grad()
+def ctc_log_probs(
+    model: torch.nn.Module,
+    utterances: Sequence[Utterance],
+    zero_source: bool = False,
+    return_attention: bool = False,
+):
+    """(B, T', V) CTC log-probs, (B,) lengths, attention (see ``encode_batch``)."""
+    encoder_out, lengths, attention = encode_batch(model, utterances, zero_source, return_attention)
+    return model.ctc.log_softmax(encoder_out), lengths, attention
+
+
+def training_mean(model: torch.nn.Module) -> torch.Tensor:
+    """(F,) the global-MVN mean: features that normalize to exactly zero."""
+    normalize = getattr(model, "normalize", None)
+    if normalize is None or not hasattr(normalize, "mean"):
+        raise ValueError("zero_source needs a model with global_mvn normalization")
+    return normalize.mean.detach().float().cpu()
+
+
+def greedy_path(log_probs: torch.Tensor, blank_id: int) -> Tuple[List[int], List[int]]:
+    """Collapse the best path of one utterance (T', V).
+
+    Returns the emitted token ids and, for each, the first frame of its run.
+    """
+    best = log_probs.argmax(dim=-1).tolist()
+    tokens, frames = [], []
+    frame = 0
+    for token, run in groupby(best):
+        run_length = len(list(run))
+        if token != blank_id:
+            tokens.append(token)
+            frames.append(frame)
+        frame += run_length
+    return tokens, frames
+
+
+def tokens_to_text(tokens: Sequence[str], token_type: str) -> str:
+    """Token strings -> words, the way ESPnet's tokenizers join them."""
+    if token_type == "char":
+        return "".join(" " if t == "<space>" else t for t in tokens).strip()
+    if token_type == "word":
+        return " ".join(tokens)
+    if token_type == "bpe":
+        return "".join(tokens).replace("\u2581", " ").strip()
+    raise ValueError(f"unknown token_type {token_type!r}")
+
+
+def frame_shift_ms(feature_frames: int, encoder_frames: int) -> float:
+    """Encoder frame shift from one utterance's input and output lengths."""
+    factor = max(1, round(feature_frames / max(encoder_frames, 1)))
+    return FEATURE_SHIFT_MS * factor
+
+
+def read_texts(path: Path) -> Dict[str, str]:
+    return read_kaldi_map(path)

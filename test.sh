@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Run the test suite; creates the Python environment first if it is missing.
+# Usage: ./test.sh [pytest options...]     (FSDD=/path/to/fsdd to use a corpus copy)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+scripts/setup_env.sh
+# shellcheck disable=SC1091
+. ./path.sh
+export FSDD=${FSDD:-../shared/data/fsdd}
+exec python -m pytest -q -p no:cacheprovider tests "$@"
