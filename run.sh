@@ -260,18 +260,22 @@ if run_stage 7; then
     stage_done 7 dump_posteriors
 fi
 
-# student_args SYSTEM: the options that make a student a no-KD / KD run.
-student_args() {
-    local teacher=""
+# student_teacher SYSTEM: which teacher's posteriors a student learns from ("" for no KD).
+student_teacher() {
     case "$1" in
-        nokd) return 0 ;;
-        convkd) teacher=teacher_conventional ;;
-        oraclekd) teacher=teacher_oracle ;;
+        nokd) echo "" ;;
+        convkd) echo teacher_conventional ;;
+        oraclekd) echo teacher_oracle ;;
         *) die "unknown student system '$1' (nokd, convkd, oraclekd)" ;;
     esac
+}
+
+# student_args SYSTEM: the options that make a student a no-KD / KD run.
+student_args() {
+    local teacher
+    teacher=$(student_teacher "$1")
+    [ -n "${teacher}" ] || return 0
     local post=${exp}/${teacher}/posteriors
-    need "${post}/${train_set}/post.scp" "stage 7 (dump teacher posteriors)"
-    need "${post}/${valid_set}/post.scp" "stage 7 (dump teacher posteriors)"
     echo --model kd_student \
         --model_conf "kd_weight=${kd_weight}" --model_conf "kd_temperature=${kd_temperature}" \
         --model_conf "kd_frames=${kd_frames}" \
@@ -287,18 +291,24 @@ if run_stage 8; then
     log "stage 8: train students (${student_systems}; seeds ${seeds})"
     stage_timer_start
     need "${token_list}" "stage 3 (token list)"
+    for s in ${student_systems}; do
+        teacher=$(student_teacher "${s}")
+        [ -n "${teacher}" ] || continue
+        for x in ${train_set} ${valid_set}; do
+            need "${exp}/${teacher}/posteriors/${x}/post.scp" "stage 7 (dump teacher posteriors)"
+            ${python} -m espnet_oracle.bin.check_posteriors \
+                --post_scp "${exp}/${teacher}/posteriors/${x}/post.scp" \
+                --feats_scp "${dump}/fbank/${x}/feats.scp" --token_list "${token_list}" \
+                || die "teacher posteriors do not fit the ${x} set (see above)"
+        done
+    done
     pids=()
     for s in ${student_systems}; do
         args=$(student_args "${s}")
         for seed in ${seeds}; do
-            name=student_${s}_seed${seed}
-            if [ "${s}" != nokd ]; then
-                ${python} -m espnet_oracle.bin.check_posteriors \
-                    --post_scp "$(echo "${args}" | grep -o '[^ ]*/'"${train_set}"'/post.scp' | head -1)" \
-                    --feats_scp "${dump}/fbank/${train_set}/feats.scp" --token_list "${token_list}"
-            fi
             # shellcheck disable=SC2086
-            OMP_NUM_THREADS=1 train_model "${name}" "${student_conf}" --seed "${seed}" ${args} ${student_train_opts} &
+            OMP_NUM_THREADS=1 train_model "student_${s}_seed${seed}" "${student_conf}" --seed "${seed}" \
+                ${args} ${student_train_opts} &
             pids+=($!)
             if [ "${#pids[@]}" -ge "${nj}" ]; then
                 wait "${pids[0]}" || die "a student training failed; see ${exp}/student_*/train.log"

@@ -215,7 +215,6 @@ def test_encoder_target_batching_invariance(task):
     torch.testing.assert_close(batch[0], alone[0], atol=1e-5, rtol=0)
 
 
-@pytest.mark.xfail(strict=True, reason=ESPNET_CONV2D_BATCH_DEPENDENCE)
 def test_encoder_padding_invariance(task):
     """An utterance alone == the same utterance batched with a longer one (eval)."""
     torch.manual_seed(0)

@@ -7,6 +7,9 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
 
+from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
+    install_exact_subsampling_lengths,
+)
 from espnet_oracle.asr.kd_loss import frame_kd_loss
 
 KD_FRAME_CHOICES = ("all", "teacher_nonblank")
@@ -59,6 +62,10 @@ class KDStudentModel(ESPnetASRModel):
                 "posteriors would no longer match the student's frames: set "
                 "specaug_conf.apply_time_warp: false (time/frequency masking is fine)"
             )
+        # The stored posteriors have each utterance's exact frame count; without
+        # this, ESPnet gives utterances shorter than the batch's longest 1-2 extra
+        # frames made from padding.
+        install_exact_subsampling_lengths(self.encoder)
         self.kd_weight = kd_weight
         self.kd_temperature = kd_temperature
         self.kd_frames = kd_frames

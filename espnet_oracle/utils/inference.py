@@ -46,7 +46,13 @@ def load_model(exp_dir: Path, device: str = "cpu") -> Tuple[torch.nn.Module, arg
     config = exp_dir / "config.yaml"
     if not config.exists():
         raise FileNotFoundError(f"{config} not found: {exp_dir} is not a trained ESPnet experiment")
+    from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
+        install_exact_subsampling_lengths,
+    )
+
     model, args = OracleASRTask.build_model_from_file(config, model_file(exp_dir), device)
+    # Batch-independent frame counts and outputs for dumping and decoding.
+    install_exact_subsampling_lengths(model.encoder)
     model.eval()
     return model, args
 

@@ -18,6 +18,9 @@ from typeguard import typechecked
 from espnet_oracle.asr.encoder.cross_attention_fusion_block import (
     CrossAttentionFusionBlock,
 )
+from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
+    install_exact_subsampling_lengths,
+)
 
 
 class OracleEncoderOutput(NamedTuple):
@@ -97,6 +100,8 @@ class OracleTeacherEncoder(AbsEncoder):
         self.source_encoder = source_class(
             input_size=input_size, **(source_encoder_conf or {})
         )
+        # one frame count per utterance, however it is batched (posteriors are stored per utterance)
+        install_exact_subsampling_lengths(self.source_encoder)
         size = self.source_encoder.output_size()
         self._output_size = size
         self.vocab_size = vocab_size
