@@ -386,3 +386,18 @@ def test_score_main_errors_name_files_and_utts(tmp_path, capsys):
     assert score.main(["--data_dir", str(data), "--decode_dir", str(dec)]) == 1
     err = capsys.readouterr().err
     assert "word_align" in err and "utterance a" in err
+
+
+def test_spike_timing_survives_a_missing_word_separator():
+    """Char-level alignment: 'ONETWO' without <space> still maps each char to its own word."""
+    from espnet_oracle.utils.metrics import spike_timing
+
+    words = [("ONE", 0.0, 0.4), ("TWO", 0.5, 0.9)]
+    tokens = list("ONETWO")
+    frames = [1, 2, 3, 13, 14, 15]  # 40 ms frames: ONE at 0.04-0.12 s, TWO at 0.52-0.60 s
+    stats = spike_timing(words, tokens, frames, frame_shift_s=0.04)
+    assert stats.n_tokens == 6 and stats.n_hits == 6
+    assert stats.onset_offsets_s == pytest.approx([0.04, 0.02])
+    # the same tokens spiking inside the wrong word are misses
+    late = spike_timing(words, tokens, [13, 14, 15, 16, 17, 18], frame_shift_s=0.04)
+    assert late.n_hits == 3

@@ -191,7 +191,7 @@ def main(argv=None):
             continue
         cells = []
         for snr in snrs:
-            values = [((r.get("wer_by_snr") or {}).get(snr) or {}).get("wer") for r in results]
+            values = [(r.get("wer_by_snr") or {}).get(snr) for r in results]
             cells.append(fmt([mean(values)]))
         out.append(f"| {label} | " + " | ".join(cells) + " |")
 

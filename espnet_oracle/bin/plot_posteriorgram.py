@@ -77,7 +77,7 @@ def main(argv=None):
                     peak = int(probs[:, index].argmax())
                     ax.text(times[peak], probs[peak, index], tokens[index].replace("<space>", "_"), fontsize=6)
             ax.set_ylim(0, 1.15)
-            ax.set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
+            ax.set_title(label, fontsize=7, loc="left")
             ax.tick_params(labelsize=6)
         axes[-1].set_xlabel("time (s)")
         fig.suptitle(f"{args.set} {utt_id}: {data.texts[utt_id]} (shaded: true word spans)", fontsize=8)

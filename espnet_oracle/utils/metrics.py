@@ -40,24 +40,25 @@ Spike timing (see :func:`spike_timing`)
     fbank frames encoder frame ``t`` covers input frames starting at ``4t``,
     i.e. at ``t * 40 ms``, which is what ``offset_s = 0`` assumes.
 
-    Hyp tokens are grouped into hyp words (split at ``<space>``; repeated,
-    leading or trailing separators produce no empty words) and the hyp words
-    are aligned to the reference words of ``word_align`` with :func:`align`
-    (fewest word errors; ties broken by the character edit distance, so a
-    substituted hyp word is paired with the most similar reference word).
+    Alignment is at the character level, so that a missing or extra word
+    separator (a frequent char-CTC error) does not drag whole words out of
+    alignment: the reference is the characters of the ``word_align`` words,
+    each labelled with its word; every non-``<space>`` hyp token is spelled
+    out into its characters (BPE ``\u2581`` dropped), all at the token's time;
+    the two character strings are aligned with :func:`align` (fewest edits).
 
-    * Each non-``<space>`` token of a hyp word aligned to a reference word
-      (match **or** substitution) is *considered*; it is a *hit* when its time
-      lies in ``[start - tol, end + tol]`` of that reference word (bounds
-      inclusive, with 1e-9 s slack for float rounding; ``tol`` = tolerance,
-      default 0).
-    * Each token of an inserted hyp word is considered and counted as a miss.
-    * A deleted reference word emits no token and contributes nothing (it is
-      already counted by WER).
-    * Onset offset: for every aligned (match/substitution) hyp word,
-      ``time(first token) - start(reference word)``; negative = the spike
+    * Every non-``<space>`` hyp token is *considered*.  It belongs to the
+      reference word of the character its first character is aligned to
+      (match **or** substitution); it is a *hit* when its time lies in
+      ``[start - tol, end + tol]`` of that word (bounds inclusive, with 1e-9 s
+      slack for float rounding; ``tol`` = tolerance, default 0).
+    * A token whose first character is inserted belongs to no word: a miss.
+    * Reference characters with no hyp character contribute nothing (already
+      counted by CER).
+    * Onset offset: for every reference word that received at least one
+      token, ``time(earliest such token) - start(word)``; negative = the spike
       comes before the true word onset.  Reported as the mean signed offset
-      and the mean absolute offset, in ms, over all aligned hyp words.
+      and the mean absolute offset, in ms.
     * ``hit_rate = hits / tokens considered`` is a fraction in [0, 1].
 """
 
@@ -508,31 +509,45 @@ def spike_timing(word_align: Sequence, tokens: Sequence[str], frames: Sequence[i
 
     ``word_align``: the reference words in order, as :class:`WordSpan` or
     ``(word, start_s, end_s)`` / ``(index, word, start_s, end_s)`` tuples.
-    ``tokens``: the hyp char tokens (``<space>`` separates words); ``frames``:
+    ``tokens``: the hyp tokens (``<space>`` separates words); ``frames``:
     the first encoder frame of each token's run, one per token.
     """
     tokens, frames = list(tokens), list(frames)
     if len(tokens) != len(frames):
         raise ScoringError(f"utterance {utt}: {len(tokens)} token(s) but {len(frames)} CTC frame(s)")
     spans = [_as_span(w) for w in word_align]
-    times = [offset_s + int(f) * frame_shift_s for f in frames]
-    hyp_words = group_words(tokens, times)
-    stats = SpikeStats()
-    ref_words = [s.word for s in spans]
-    for op, ri, hi in align(ref_words, [w for w, _ in hyp_words], tie_break=char_tie_break):
-        if op == DEL:
+    ref_chars, ref_word = [], []
+    for index, span in enumerate(spans):
+        for char in span.word:
+            ref_chars.append(char)
+            ref_word.append(index)
+    hyp_chars, hyp_owner, token_times = [], [], []
+    for token, frame in zip(tokens, frames):
+        if token == SPACE_TOKEN:
             continue
-        _, ts = hyp_words[hi]
-        stats.n_tokens += len(ts)
-        if op == INS:
+        spelled = token.replace("\u2581", "") or token
+        token_index = len(token_times)
+        token_times.append(offset_s + int(frame) * frame_shift_s)
+        for position, char in enumerate(spelled):
+            hyp_chars.append(char)
+            hyp_owner.append(token_index if position == 0 else None)
+    token_word: dict[int, int] = {}
+    for op, ri, hi in align(ref_chars, hyp_chars):
+        if op in ("C", "S") and hyp_owner[hi] is not None:
+            token_word[hyp_owner[hi]] = ref_word[ri]
+    stats = SpikeStats(n_tokens=len(token_times))
+    earliest: dict[int, float] = {}
+    for token_index, t in enumerate(token_times):
+        word = token_word.get(token_index)
+        if word is None:
             continue
-        span = spans[ri]
+        span = spans[word]
         # _EPS absorbs float rounding (3 * 0.04 != 0.12), so a spike exactly
         # on a boundary written in word_align counts as inside.
-        lo = span.start - tolerance_s - _EPS
-        up = span.end + tolerance_s + _EPS
-        stats.n_hits += sum(1 for t in ts if lo <= t <= up)
-        stats.onset_offsets_s.append(ts[0] - span.start)
+        if span.start - tolerance_s - _EPS <= t <= span.end + tolerance_s + _EPS:
+            stats.n_hits += 1
+        earliest[word] = min(t, earliest.get(word, t))
+    stats.onset_offsets_s.extend(earliest[w] - spans[w].start for w in sorted(earliest))
     return stats
 
 

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Anti-copy strategy sweep: train Oracle Teacher variants and run the stage-6 probe on each.
+# Run from the recipe dir after stages 1-4 (it reuses data/, dump/ and exp/teacher_conventional).
+#   local/anticopy_sweep.sh [--variants "posenc expansion ..."] [--max_epoch N]
+# Results: exp/anticopy/<variant>/teacher_eval/summary.tsv and exp/anticopy/summary.tsv
+set -euo pipefail
+variants="posenc posenc_expansion posenc_dropout aux_ctc"
+max_epoch=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --variants) variants=$2; shift 2 ;;
+        --max_epoch) max_epoch=$2; shift 2 ;;
+        *) echo "$0: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+root=$(cd "$(dirname "$0")/.." && pwd)
+[ -f exp/teacher_conventional/.done ] || { echo "$0: run stages 1-4 first (exp/teacher_conventional)" >&2; exit 1; }
+
+# Each variant = the default Oracle Teacher config plus these encoder/model options.
+options_of() {
+    case "$1" in
+        default) echo "" ;;
+        posenc) echo "--encoder_conf target_positional_encoding=true" ;;
+        posenc_expansion) echo "--encoder_conf target_positional_encoding=true --encoder_conf target_ctc_expansion=true" ;;
+        posenc_dropout) echo "--encoder_conf target_positional_encoding=true --encoder_conf target_token_dropout=0.3" ;;
+        aux_ctc) echo "--model_conf aux_source_ctc_weight=0.3" ;;
+        expansion) echo "--encoder_conf target_ctc_expansion=true" ;;
+        post_fusion) echo "--encoder_conf target_positional_encoding=true --encoder_conf num_post_fusion_layers=2" ;;
+        *) echo "unknown variant $1" >&2; return 1 ;;
+    esac
+}
+
+pids=()
+for v in ${variants}; do
+    opts=$(options_of "${v}")
+    [ -n "${max_epoch}" ] && opts="${opts} --max_epoch ${max_epoch}"
+    mkdir -p "exp/anticopy/${v}"
+    ln -sfn "$(pwd)/exp/teacher_conventional" "exp/anticopy/${v}/teacher_conventional"
+    # two variants side by side, one core each
+    "${root}/run.sh" --stage 5 --stop_stage 6 --exp "exp/anticopy/${v}" --parallel_teachers false --nj 1 \
+        --teacher_train_opts "${opts}" --probe_sets "dev test test_unseen" \
+        > "exp/anticopy/${v}.log" 2>&1 &
+    pids+=($!)
+    if [ "${#pids[@]}" -ge 2 ]; then
+        wait "${pids[0]}" || echo "$0: variant failed; see exp/anticopy/*.log" >&2
+        pids=("${pids[@]:1}")
+    fi
+done
+for pid in "${pids[@]}"; do wait "${pid}" || echo "$0: variant failed; see exp/anticopy/*.log" >&2; done
+
+# One table: every variant's probe results on every set, plus the default from exp/teacher_eval.
+{
+    echo -e "variant\tset\tprobe\tmetric\tvalue"
+    [ -f exp/teacher_eval/summary.tsv ] && tail -n +2 exp/teacher_eval/summary.tsv | grep teacher_oracle | cut -f2- | sed 's/^/default\t/'
+    for v in ${variants}; do
+        f=exp/anticopy/${v}/teacher_eval/summary.tsv
+        [ -f "${f}" ] && tail -n +2 "${f}" | grep teacher_oracle | cut -f2- | sed "s/^/${v}\t/"
+    done
+} > exp/anticopy/summary.tsv
+echo "$0: wrote exp/anticopy/summary.tsv"
