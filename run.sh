@@ -54,9 +54,10 @@ decode_modes="greedy beam"
 probe_sets="dev test test_unseen"
 exp=exp
 dump=dump
+results=RESULTS.md      # where stage 10 writes the results table (relative to the recipe dir)
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     cat <<EOF
 
 Usage: $0 [--stage N] [--stop_stage M] [--option value ...]
@@ -356,7 +357,7 @@ if run_stage 10; then
         --data_dir data --set "$(echo ${test_sets} | cut -d' ' -f1)" --out_dir "${exp}/plots"
     stage_done 10 score
     ${python} -m espnet_oracle.bin.make_results --exp "${exp}" --recipe_dir "${recipe_dir}" \
-        --sets "${valid_set} ${test_sets}" --seeds "${seeds}" --out RESULTS.md
-    log "wrote ${recipe_dir}/RESULTS.md"
+        --sets "${valid_set} ${test_sets}" --seeds "${seeds}" --out "${results}"
+    log "wrote ${results}"
 fi
 log "done (stages ${stage}..${stop_stage})"

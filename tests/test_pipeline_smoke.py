@@ -10,6 +10,7 @@ such a run mean nothing; the benchmark and RESULTS.md runs use full sizes.
 import hashlib
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,8 +107,9 @@ def test_posteriors_students_decode_results(recipe):
     assert "student, KD from Oracle Teacher" in results and "Wall time per stage" in results
 
 
-def test_student_decodes_with_stock_speech2text(recipe):
+def test_student_decodes_with_stock_speech2text(recipe, monkeypatch):
     recipe, _ = recipe
+    monkeypatch.chdir(recipe)  # paths in scp files are relative to the recipe dir, as in Kaldi
     import kaldiio
     import torch
     from espnet2.bin.asr_inference import Speech2Text
@@ -124,6 +126,21 @@ def test_student_decodes_with_stock_speech2text(recipe):
     utt = sorted(feats.keys())[0]
     results = speech2text(torch.from_numpy(feats[utt]))
     assert isinstance(results[0][0], str)
+
+
+def test_student_packs_with_stock_espnet(recipe, tmp_path):
+    recipe, _ = recipe
+    student = recipe / "exp" / "student_convkd_seed1"
+    out = tmp_path / "student.zip"
+    result = subprocess.run(
+        [sys.executable, "-m", "espnet2.bin.pack", "asr",
+         "--asr_train_config", str(student / "config.inference.yaml"),
+         "--asr_model_file", str(student / "valid.loss.ave.pth"),
+         "--outpath", str(out)],
+        cwd=recipe, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.is_file() and out.stat().st_size > 0
 
 
 def test_rerun_is_idempotent(recipe):

@@ -218,6 +218,36 @@ def main(argv=None):
                     f"ratio **{speed['ratio']:.2f}**. Oracle Teacher best dev CER (with transcript): "
                     f"{speed['oracle_best_dev_cer']:.2f} %. Both teachers trained side by side, one core each."]
 
+    # ---- anti-copy sweep ----
+    sweep = exp / "anticopy" / "summary.tsv"
+    if sweep.exists():
+        table: Dict[str, Dict[tuple, float]] = {}
+        for line in sweep.read_text(encoding="utf-8").splitlines()[1:]:
+            parts = line.split("\t")
+            if len(parts) == 5:
+                variant, set_name, probe, metric, value = parts
+                try:
+                    table.setdefault(variant, {})[(set_name, probe, metric)] = float(value)
+                except ValueError:
+                    pass
+        out += ["", "## Anti-copy strategies (`local/anticopy_sweep.sh`, Oracle Teacher variants, test set)", "",
+                "Each variant is the default Oracle Teacher plus the named options, trained the same way "
+                "(two variants side by side, one core each); `default` is the stage-5 teacher above. "
+                "Training speed is compared in epochs here, since the variants ran under other machine load "
+                "than the conventional teacher.", "",
+                "| variant | CER, true transcript | CER vs truth, other transcript fed | CER vs fed | copy rate "
+                "| CER, zeroed audio | epochs to conventional best dev CER |", "|---|---|---|---|---|---|---|"]
+        for variant, values in table.items():
+            def get(probe, metric, set_name="test"):
+                return values.get((set_name, probe, metric))
+            copy = get("other_transcript", "copy_rate")
+            out.append(
+                f"| {variant} | {fmt([get('true_transcript', 'cer')])} | {fmt([get('other_transcript', 'cer')])} | "
+                f"{fmt([get('other_transcript', 'cer_vs_fed')])} | "
+                f"{fmt([copy], 1, 100.0) + ' %' if copy is not None else '–'} | "
+                f"{fmt([get('zeroed_source', 'cer')])} | {fmt([get('time_to_cer', 'oracle_epoch', 'dev')], 0)} "
+                f"(conventional: {fmt([get('time_to_cer', 'conventional_epoch', 'dev')], 0)}) |")
+
     # ---- storage, benchmark, stage times ----
     out += ["", "## Posterior storage (stage 7)", ""]
     for teacher in TEACHERS:
