@@ -57,7 +57,7 @@ dump=dump
 results=RESULTS.md      # where stage 10 writes the results table (relative to the recipe dir)
 
 usage() {
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     cat <<EOF
 
 Usage: $0 [--stage N] [--stop_stage M] [--option value ...]

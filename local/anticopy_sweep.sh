@@ -26,6 +26,7 @@ options_of() {
         aux_ctc) echo "--model_conf aux_source_ctc_weight=0.3" ;;
         expansion) echo "--encoder_conf target_ctc_expansion=true" ;;
         post_fusion) echo "--encoder_conf target_positional_encoding=true --encoder_conf num_post_fusion_layers=2" ;;
+        small_source) echo "--encoder_conf source_encoder_conf.num_blocks=2" ;;
         *) echo "unknown variant $1" >&2; return 1 ;;
     esac
 }

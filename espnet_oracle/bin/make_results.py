@@ -233,10 +233,10 @@ def main(argv=None):
         out += ["", "## Anti-copy strategies (`local/anticopy_sweep.sh`, Oracle Teacher variants, test set)", "",
                 "Each variant is the default Oracle Teacher plus the named options, trained the same way "
                 "(two variants side by side, one core each); `default` is the stage-5 teacher above. "
-                "Training speed is compared in epochs here, since the variants ran under other machine load "
-                "than the conventional teacher.", "",
+                "Epoch counts are load-independent; wall times are comparable only roughly (each variant "
+                "trained beside another variant, the conventional teacher beside the default one).", "",
                 "| variant | CER, true transcript | CER vs truth, other transcript fed | CER vs fed | copy rate "
-                "| CER, zeroed audio | epochs to conventional best dev CER |", "|---|---|---|---|---|---|---|"]
+                "| CER, zeroed audio | epochs (wall time) to the conventional teacher's best dev CER |", "|---|---|---|---|---|---|---|"]
         for variant, values in table.items():
             def get(probe, metric, set_name="test"):
                 return values.get((set_name, probe, metric))
@@ -246,7 +246,9 @@ def main(argv=None):
                 f"{fmt([get('other_transcript', 'cer_vs_fed')])} | "
                 f"{fmt([copy], 1, 100.0) + ' %' if copy is not None else '–'} | "
                 f"{fmt([get('zeroed_source', 'cer')])} | {fmt([get('time_to_cer', 'oracle_epoch', 'dev')], 0)} "
-                f"(conventional: {fmt([get('time_to_cer', 'conventional_epoch', 'dev')], 0)}) |")
+                f"({fmt([get('time_to_cer', 'oracle_seconds', 'dev')], 0)} s; conventional: "
+                f"{fmt([get('time_to_cer', 'conventional_epoch', 'dev')], 0)}, "
+                f"{fmt([get('time_to_cer', 'conventional_seconds', 'dev')], 0)} s) |")
 
     # ---- storage, benchmark, stage times ----
     out += ["", "## Posterior storage (stage 7)", ""]
