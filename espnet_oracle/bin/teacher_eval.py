@@ -49,6 +49,19 @@ def other_transcripts(texts: Dict[str, str], seed: int = 0) -> Dict[str, str]:
     return assigned
 
 
+def copy_probe(refs: Dict[str, str], fed: Dict[str, str], hyps: Dict[str, str]) -> dict:
+    """What a teacher fed ``fed`` transcripts produced: copy rate, truth rate, CER vs fed.
+
+    copy_rate: share of outputs equal (word for word) to the fed transcript, ~1 for a
+    teacher that copies its target input; truth_rate: share equal to the truth.
+    """
+    return dict(
+        cer_vs_fed=cer_against(fed, hyps),
+        copy_rate=float(np.mean([hyps[u].split() == fed[u].split() for u in refs])),
+        truth_rate=float(np.mean([hyps[u].split() == refs[u].split() for u in refs])),
+    )
+
+
 def greedy_texts(model, data, utt_ids, fed: Optional[Dict[str, str]] = None,
                  zero_source: bool = False, batch_size: int = 16) -> Dict[str, str]:
     from espnet_oracle.utils.inference import ctc_log_probs, greedy_path, tokens_to_text
@@ -183,9 +196,7 @@ def main(argv=None):
             scores = wer_cer(refs, hyps)
             entry = dict(cer=scores.cer.rate, wer=scores.wer.rate, n_utts=scores.n_utts)
             if fed is not None:
-                entry["cer_vs_fed"] = cer_against(fed, hyps)
-                entry["copy_rate"] = float(np.mean([hyps[u].split() == fed[u].split() for u in refs]))
-                entry["truth_rate"] = float(np.mean([hyps[u].split() == refs[u].split() for u in refs]))
+                entry.update(copy_probe(refs, fed, hyps))
             result[f"{system}/{probe}"] = entry
             for metric, value in entry.items():
                 rows.append((system, set_name, probe, metric, value))
