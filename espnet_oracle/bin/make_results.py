@@ -250,6 +250,27 @@ def main(argv=None):
                 f"{fmt([get('time_to_cer', 'conventional_epoch', 'dev')], 0)}, "
                 f"{fmt([get('time_to_cer', 'conventional_seconds', 'dev')], 0)} s) |")
 
+    # ---- KD hyper-parameter sweep ----
+    sweep_root = exp / "kd_sweep"
+    settings = sorted(p for p in sweep_root.glob("*") if p.is_dir()) if sweep_root.is_dir() else []
+    if settings:
+        out += ["", "## KD hyper-parameter sweep (`local/kd_sweep.sh`; greedy CTC, mean ± std over seeds)", "",
+                "Setting `a<alpha>_t<tau>_<frames>`; the run above used a0.5_t1_all. The no-KD students are "
+                "the same in every setting.", "",
+                "| setting | student | seeds | test CER | test WER | test_unseen CER | test_unseen WER |",
+                "|---|---|---|---|---|---|---|"]
+        for setting in settings:
+            for system in ("convkd", "oraclekd"):
+                dirs = sorted(setting.glob(f"student_{system}_seed*"))
+                results = {s: [scores(d, s, "greedy") for d in dirs] for s in ("test", "test_unseen")}
+                if not any(results["test"]):
+                    continue
+                cells = []
+                for s in ("test", "test_unseen"):
+                    cells += [fmt([r and r.get("cer") for r in results[s]]),
+                              fmt([r and r.get("wer") for r in results[s]])]
+                out.append(f"| {setting.name} | {STUDENT_SYSTEMS[system]} | {len(dirs)} | " + " | ".join(cells) + " |")
+
     # ---- storage, benchmark, stage times ----
     out += ["", "## Posterior storage (stage 7)", ""]
     for teacher in TEACHERS:
