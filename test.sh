@@ -6,5 +6,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 scripts/setup_env.sh
 # shellcheck disable=SC1091
 . ./path.sh
-export FSDD=${FSDD:-../shared/data/fsdd}
+FSDD=${FSDD:-../shared/data/fsdd}
+# tests run recipes in temporary dirs: hand them an absolute corpus path
+[ -d "${FSDD}" ] && FSDD=$(cd "${FSDD}" && pwd)
+export FSDD
 exec python -m pytest -q -p no:cacheprovider tests "$@"

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FSDD = Path(os.environ.get("FSDD", ROOT.parent / "shared" / "data" / "fsdd"))
+# run.sh runs in a temporary recipe dir: a relative FSDD path must not depend on the cwd
+FSDD = Path(os.environ.get("FSDD", ROOT.parent / "shared" / "data" / "fsdd")).resolve()
 
 pytestmark = pytest.mark.skipif(
     not (FSDD / "recordings").is_dir(), reason=f"FSDD corpus not found at {FSDD}"
