@@ -14,6 +14,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p exp
+echo "$(date '+%F %T') cd $(pwd) && $0 $*" >> exp/commands.log
 [ -f exp/teacher_conventional/.done ] || { echo "$0: run stages 1-4 first (exp/teacher_conventional)" >&2; exit 1; }
 
 # Each variant = the default Oracle Teacher config plus these encoder/model options.

@@ -14,6 +14,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p exp
+echo "$(date '+%F %T') cd $(pwd) && $0 $*" >> exp/commands.log
 for t in teacher_conventional teacher_oracle; do
     [ -f "exp/${t}/posteriors/train/post.scp" ] || { echo "$0: run stages 1-7 first (exp/${t}/posteriors)" >&2; exit 1; }
 done

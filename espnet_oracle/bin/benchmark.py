@@ -13,6 +13,7 @@ and the posterior storage size per frame. Results go to
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -116,6 +118,9 @@ def main(argv=None):
     out = Path(args.exp) / "benchmark" / "benchmark.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    with open(Path(args.exp) / "commands.log", "a", encoding="utf-8") as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} cd {Path.cwd()} && "
+                  f"python -m espnet_oracle.bin.benchmark {' '.join(argv or [])}\n".replace("  ", " "))
     for key, value in result.items():
         print(f"benchmark: {key}: {value}")
 

@@ -281,7 +281,7 @@ def main(argv=None):
                        f"**{stats['bytes_per_frame']:.1f} bytes/frame** on disk (train)")
     bench = load_json(exp / "benchmark" / "benchmark.json")
     if bench:
-        out += ["", "## Benchmark (`local/benchmark.sh` / `espnet_oracle.bin.benchmark`)", ""]
+        out += ["", "## Benchmark (`python -m espnet_oracle.bin.benchmark`, run after the recipe)", ""]
         for key, value in bench.items():
             out.append(f"- {key}: {value}")
     times = exp / "stage_times.tsv"
