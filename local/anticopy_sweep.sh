@@ -4,6 +4,7 @@
 #   local/anticopy_sweep.sh [--variants "posenc expansion ..."] [--max_epoch N]
 # Results: exp/anticopy/<variant>/teacher_eval/summary.tsv and exp/anticopy/summary.tsv
 set -euo pipefail
+command_line="$0 $*"
 variants="posenc posenc_expansion posenc_dropout aux_ctc"
 max_epoch=""
 while [ $# -gt 0 ]; do
@@ -15,7 +16,7 @@ while [ $# -gt 0 ]; do
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p exp
-echo "$(date '+%F %T') cd $(pwd) && $0 $*" >> exp/commands.log
+echo "$(date '+%F %T') cd $(pwd) && ${command_line}" >> exp/commands.log
 [ -f exp/teacher_conventional/.done ] || { echo "$0: run stages 1-4 first (exp/teacher_conventional)" >&2; exit 1; }
 
 # Each variant = the default Oracle Teacher config plus these encoder/model options.

@@ -4,6 +4,7 @@
 #   local/kd_sweep.sh [--settings "a0.9_t2_all a0.5_t1_nonblank ..."] [--seeds "1 2"]
 # A setting name is a<alpha>_t<tau>_<all|nonblank>. Results: exp/kd_sweep/<setting>/RESULTS.md
 set -euo pipefail
+command_line="$0 $*"
 settings="a0.9_t1_all a0.5_t2_all a0.5_t1_nonblank"
 seeds="1 2 3"
 while [ $# -gt 0 ]; do
@@ -15,7 +16,7 @@ while [ $# -gt 0 ]; do
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p exp
-echo "$(date '+%F %T') cd $(pwd) && $0 $*" >> exp/commands.log
+echo "$(date '+%F %T') cd $(pwd) && ${command_line}" >> exp/commands.log
 for t in teacher_conventional teacher_oracle; do
     [ -f "exp/${t}/posteriors/train/post.scp" ] || { echo "$0: run stages 1-7 first (exp/${t}/posteriors)" >&2; exit 1; }
 done
