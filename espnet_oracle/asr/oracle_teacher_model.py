@@ -8,6 +8,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
 
 from espnet_oracle.asr.encoder.oracle_teacher_encoder import (
+    MISSING_TARGET,
     OracleEncoderOutput,
     OracleTeacherEncoder,
 )
@@ -71,8 +72,8 @@ class OracleTeacherModel(ESPnetASRModel):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Returns (B, T', D) fused frames and (B,) lengths; the target is required."""
         if text is None or text_lengths is None:
-            # same message as the encoder: stock decoders call encode(speech, lengths)
-            self.encoder(speech, speech_lengths)
+            # stock ESPnet decoders call encode(speech, lengths)
+            raise ValueError(MISSING_TARGET)
         output = self.encode_with_target(speech, speech_lengths, text, text_lengths)
         return output.fused, output.lengths
 

@@ -7,12 +7,11 @@ against the student's own encoder output (KDStudentModel.check_frames).
 """
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
 from espnet_oracle.utils.datadir import read_kaldi_map
-from espnet_oracle.utils.posteriors import read_meta
+from espnet_oracle.utils.posteriors import read_meta, token_list_sha
 
 
 def check(post_scp: Path, feats_scp: Path, token_list: Path) -> None:
@@ -21,7 +20,7 @@ def check(post_scp: Path, feats_scp: Path, token_list: Path) -> None:
             raise FileNotFoundError(f"{path} not found")
     meta = read_meta(str(post_scp))
     tokens = [line.rstrip("\n") for line in open(token_list, encoding="utf-8")]
-    sha = hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest()[:16]
+    sha = token_list_sha(tokens)
     if meta.get("vocab_size") != len(tokens) or meta.get("token_list_sha", sha) != sha:
         raise ValueError(
             f"{post_scp} was made with another token list ({meta.get('vocab_size')} tokens) "

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from espnet_oracle.utils.datadir import atomic_write_text, read_kaldi_map
-from espnet_oracle.utils.posteriors import PosteriorWriter, write_meta
+from espnet_oracle.utils.datadir import atomic_write_text
+from espnet_oracle.utils.posteriors import PosteriorWriter, token_list_sha, write_meta
 
 
 def main(argv=None):
@@ -40,14 +40,20 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(max(1, args.nj))
 
-    from espnet_oracle.utils.inference import FeatureSet, ctc_log_probs, frame_shift_ms, load_model
+    from espnet_oracle.utils.inference import (
+        FeatureSet,
+        ctc_log_probs,
+        frame_shift_ms,
+        load_model,
+        model_file,
+    )
 
     out_dir = Path(args.out_dir)
     done = out_dir / ".done"
     options = json.dumps(dict(format=args.format, topk=args.topk, exp_dir=str(args.exp_dir),
                               feats_dir=str(args.feats_dir)), sort_keys=True)
-    model_path = Path(args.exp_dir) / "valid.loss.ave.pth"
-    if done.exists() and done.read_text() == options and model_path.exists() \
+    model_path = model_file(Path(args.exp_dir))
+    if done.exists() and done.read_text() == options \
             and done.stat().st_mtime >= model_path.stat().st_mtime:
         print(f"dump_posteriors: {out_dir} is up to date")
         return
@@ -62,7 +68,7 @@ def main(argv=None):
     with tqdm(total=len(data.utt_ids), desc=f"dump {out_dir}", unit="utt", file=sys.stderr) as bar:
         for index, shard_ids in enumerate(shards, 1):
             writer = PosteriorWriter(str(out_dir), str(index), fmt=args.format, k=args.topk)
-            if writer.scp.exists() and _shard_matches(writer.scp, shard_ids):
+            if writer.scp.exists() and writer.num_frames.exists() and _shard_matches(writer.scp, shard_ids):
                 bar.update(len(shard_ids))
                 continue
             for batch in data.batches(args.batch_size, shard_ids):
@@ -80,22 +86,18 @@ def main(argv=None):
     for path in (out_dir / "data").glob("post.*.scp"):
         if path.name not in expected:
             path.unlink()
-            ark = path.with_suffix(".ark")
-            if ark.exists():
-                ark.unlink()
+            for suffix in (".ark", ".num_frames"):
+                stale = path.with_suffix(suffix)
+                if stale.exists():
+                    stale.unlink()
 
-    lines, frames_lines, total_frames, total_bytes = [], [], 0, 0
+    lines, frames_lines, total_bytes = [], [], 0
     for index in range(1, len(shards) + 1):
-        scp = out_dir / "data" / f"post.{index}.scp"
-        lines.extend(scp.read_text(encoding="utf-8").splitlines())
-        total_bytes += (out_dir / "data" / f"post.{index}.ark").stat().st_size
-    import kaldiio
-
-    for line in lines:
-        utt_id, location = line.split(maxsplit=1)
-        array = kaldiio.load_mat(location)
-        frames_lines.append(f"{utt_id} {array.shape[0]}")
-        total_frames += array.shape[0]
+        shard = out_dir / "data" / f"post.{index}"
+        lines.extend(shard.with_suffix(".scp").read_text(encoding="utf-8").splitlines())
+        frames_lines.extend(shard.with_suffix(".num_frames").read_text(encoding="utf-8").splitlines())
+        total_bytes += shard.with_suffix(".ark").stat().st_size
+    total_frames = sum(int(line.split()[1]) for line in frames_lines)
     lines.sort()
     frames_lines.sort()
     ids = [line.split(maxsplit=1)[0] for line in lines]
@@ -107,9 +109,9 @@ def main(argv=None):
         format=args.format,
         k=args.topk if args.format == "topk" else None,
         vocab_size=len(model.token_list),
-        token_list_sha=_token_sha(model.token_list),
+        token_list_sha=token_list_sha(model.token_list),
         teacher=str(args.exp_dir),
-        teacher_model="oracle_teacher" if train_args.model == "oracle_teacher" else train_args.model,
+        teacher_model=train_args.model,
         frame_shift_ms=shift,
         leftover_mass="spread evenly over the tokens outside the top k",
     )
@@ -126,12 +128,6 @@ def main(argv=None):
 def _shard_matches(scp: Path, shard_ids) -> bool:
     keys = [line.split(maxsplit=1)[0] for line in scp.read_text(encoding="utf-8").splitlines() if line]
     return sorted(keys) == sorted(shard_ids)
-
-
-def _token_sha(token_list) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(token_list).encode("utf-8")).hexdigest()[:16]
 
 
 if __name__ == "__main__":

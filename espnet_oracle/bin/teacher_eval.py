@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 
 from espnet_oracle.utils.datadir import atomic_write_text
 from espnet_oracle.utils.metrics import to_chars, wer_cer, edit_counts
@@ -168,7 +167,6 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the transcript shuffle")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     from espnet_oracle.utils.inference import FeatureSet, is_oracle, load_model
 

@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import kaldiio
 import numpy as np
@@ -208,7 +208,3 @@ def frame_shift_ms(feature_frames: int, encoder_frames: int) -> float:
     """Encoder frame shift from one utterance's input and output lengths."""
     factor = max(1, round(feature_frames / max(encoder_frames, 1)))
     return FEATURE_SHIFT_MS * factor
-
-
-def read_texts(path: Path) -> Dict[str, str]:
-    return read_kaldi_map(path)

@@ -13,6 +13,7 @@ With ``--format dense`` the whole (T', V) float16 log-probability matrix is
 stored instead (2V bytes a frame), for checking what top-k truncation costs.
 """
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,7 +21,6 @@ from typing import Dict, Iterator, Mapping, Tuple
 
 import kaldiio
 import numpy as np
-import torch
 
 META_NAME = "meta.json"
 # Floor for the leftover mass: a frame whose top k hold (numerically) all the
@@ -67,8 +67,9 @@ def topk_to_dense(ids: np.ndarray, values: np.ndarray, vocab_size: int) -> np.nd
 class PosteriorWriter:
     """Collects one shard of teacher posteriors and writes ``post.<shard>.ark/.scp``.
 
-    The shard is written under temporary names and renamed on ``close()``, so an
-    interrupted dump never leaves a half-written shard that looks complete.
+    Beside them, ``post.<shard>.num_frames`` holds each utterance's frame count.
+    The shard is written under temporary names and renamed on ``close()``, the scp
+    last, so an interrupted dump never leaves a half-written shard that looks complete.
     """
 
     def __init__(self, out_dir: str, shard: str, fmt: str = "topk", k: int = 8):
@@ -79,8 +80,8 @@ class PosteriorWriter:
         self.fmt, self.k, self.shard = fmt, k, shard
         self.ark = self.out_dir / "data" / f"post.{shard}.ark"
         self.scp = self.out_dir / "data" / f"post.{shard}.scp"
+        self.num_frames = self.out_dir / "data" / f"post.{shard}.num_frames"
         self.arrays: Dict[str, np.ndarray] = {}
-        self.frames = 0
 
     def write(self, utt_id: str, log_probs: np.ndarray) -> None:
         """log_probs: (T', V) float log-probabilities of one utterance."""
@@ -91,7 +92,6 @@ class PosteriorWriter:
         else:
             array = log_probs.astype(np.float16)
         self.arrays[utt_id] = array
-        self.frames += array.shape[0]
 
     def close(self) -> None:
         tmp_ark = self.ark.with_name(self.ark.name + ".tmp")
@@ -99,8 +99,18 @@ class PosteriorWriter:
         kaldiio.save_ark(str(tmp_ark), self.arrays, scp=str(tmp_scp), write_function="numpy")
         lines = Path(tmp_scp).read_text(encoding="utf-8").replace(str(tmp_ark), str(self.ark))
         Path(tmp_scp).write_text(lines, encoding="utf-8")
+        tmp_frames = self.num_frames.with_name(self.num_frames.name + ".tmp")
+        tmp_frames.write_text(
+            "".join(f"{utt} {a.shape[0]}\n" for utt, a in self.arrays.items()), encoding="utf-8"
+        )
         os.replace(tmp_ark, self.ark)
+        os.replace(tmp_frames, self.num_frames)
         os.replace(tmp_scp, self.scp)
+
+
+def token_list_sha(token_list) -> str:
+    """Short fingerprint of a token list, stored in meta.json and checked before KD."""
+    return hashlib.sha256("\n".join(token_list).encode("utf-8")).hexdigest()[:16]
 
 
 def write_meta(out_dir: str, **meta) -> None:
@@ -175,7 +185,3 @@ def register_data_type() -> None:
             "float32 matrix of log-probabilities",
         ),
     )
-
-
-def log_probs_to_tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(array, dtype=np.float32))

@@ -23,6 +23,14 @@ from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
 )
 
 
+MISSING_TARGET = (
+    "OracleTeacherEncoder needs the target: call it with text= and "
+    "text_lengths= (the Oracle Teacher always sees the transcript). "
+    "Stock ESPnet inference does not pass it; use "
+    "espnet_oracle.bin.teacher_eval or espnet_oracle.bin.decode."
+)
+
+
 class OracleEncoderOutput(NamedTuple):
     fused: torch.Tensor  # (B, T', D) what the CTC layer reads
     source: torch.Tensor  # (B, T', D) source-encoder output, before fusion
@@ -239,11 +247,6 @@ class OracleTeacherEncoder(AbsEncoder):
             (B, T', D) fused frames, (B,) their lengths, None.
         """
         if text is None or text_lengths is None:
-            raise ValueError(
-                "OracleTeacherEncoder needs the target: call it with text= and "
-                "text_lengths= (the Oracle Teacher always sees the transcript). "
-                "Stock ESPnet inference does not pass it; use "
-                "espnet_oracle.bin.teacher_eval or espnet_oracle.bin.decode."
-            )
+            raise ValueError(MISSING_TARGET)
         output = self.encode_with_target(xs_pad, ilens, text, text_lengths)
         return output.fused, output.lengths, None
