@@ -66,18 +66,7 @@ def _threads():
     torch.set_num_threads(old)
 
 
-@pytest.fixture(scope="module")
-def task():
-    from espnet_oracle.tasks.oracle_asr import OracleASRTask
-
-    return OracleASRTask
-
-
-@pytest.fixture(scope="module")
-def token_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tokens") / "tokens.txt"
-    path.write_text("\n".join(TOKENS) + "\n", encoding="utf-8")
-    return path
+# `task` and `token_file` (from TOKENS): tests/conftest.py
 
 
 @pytest.fixture(scope="module")
