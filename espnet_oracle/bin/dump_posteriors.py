@@ -94,9 +94,9 @@ def main(argv=None):
     lines, frames_lines, total_bytes = [], [], 0
     for index in range(1, len(shards) + 1):
         shard = out_dir / "data" / f"post.{index}"
-        lines.extend(shard.with_suffix(".scp").read_text(encoding="utf-8").splitlines())
-        frames_lines.extend(shard.with_suffix(".num_frames").read_text(encoding="utf-8").splitlines())
-        total_bytes += shard.with_suffix(".ark").stat().st_size
+        lines.extend(Path(f"{shard}.scp").read_text(encoding="utf-8").splitlines())
+        frames_lines.extend(Path(f"{shard}.num_frames").read_text(encoding="utf-8").splitlines())
+        total_bytes += Path(f"{shard}.ark").stat().st_size
     total_frames = sum(int(line.split()[1]) for line in frames_lines)
     lines.sort()
     frames_lines.sort()
