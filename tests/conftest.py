@@ -1,6 +1,17 @@
-"""Fixtures shared by the plugin tests (tests/test_kd.py, tests/test_oracle_teacher.py)."""
+"""Fixtures shared by the tests (the plugin tests build models through the task)."""
 
 import pytest
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models: one thread is fastest on 2 cores and keeps timings steady."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -48,14 +48,6 @@ def conv2d_frames(t: int) -> int:
     return ((t - 1) // 2 - 1) // 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # ---------------------------------------------------------------------------
 # frame_kd_loss
 
