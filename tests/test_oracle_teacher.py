@@ -395,24 +395,80 @@ def test_expand_like_ctc_collapses_back(task, max_repeat, blank_prob):
                 assert m == n + repeats
 
 
-def test_ctc_expansion_only_in_training(task):
+def test_ctc_expansion_same_form_in_training_and_evaluation(task):
+    """Evaluation (probes, posterior dump) feeds the kind of input the teacher trained on:
+    an expanded sequence drawn from the same distribution, fixed per target in evaluation."""
+    enc = make_encoder(task, target_ctc_expansion=True, expansion_blank_prob=0.3)
+    seen = []
+    hook = enc.target_embedding.register_forward_hook(
+        lambda module, inputs, output: seen.append(inputs[0].clone())
+    )
+    g = torch.Generator().manual_seed(6)
+    text, tlens = make_text([8] * 64, g)
+
+    def expanded_lengths(mode):
+        enc.train(mode == "train")
+        enc.embed_target(text, tlens)
+        ids = seen.pop()
+        return ids, ids.size(1)
+
+    try:
+        random.seed(0)
+        train_ids, train_width = expanded_lengths("train")
+        eval_ids, eval_width = expanded_lengths("eval")
+        again_ids, _ = expanded_lengths("eval")
+    finally:
+        hook.remove()
+    # both modes expand (longer than the target), with blanks, and collapse back to it
+    for ids, mode in ((train_ids, "train"), (eval_ids, "eval")):
+        assert ids.size(1) > text.size(1), mode
+        rows = ids.tolist()
+        for i in range(text.size(0)):
+            collapsed = ctc_collapse([t for t in rows[i]], enc.blank_id)
+            # embedded padding is id 0 (= blank), so collapsing drops it too
+            assert collapsed == text[i, : int(tlens[i])].tolist(), mode
+    # the same distribution: mean number of (repeated) tokens agrees within sampling error
+    nonblank_train = float((train_ids != 0).sum(dim=1).float().mean())
+    nonblank_eval = float((eval_ids != 0).sum(dim=1).float().mean())
+    assert abs(nonblank_train - nonblank_eval) < 0.15 * nonblank_train
+    # evaluation is deterministic per target
+    torch.testing.assert_close(eval_ids, again_ids, atol=0, rtol=0)
+
+
+def test_ctc_expansion_evaluation_output_is_reproducible(task):
     torch.manual_seed(0)
     enc = make_encoder(task, target_ctc_expansion=True).eval()
     g = torch.Generator().manual_seed(6)
     xs, ilens = make_feats([50, 40], FEAT_DIM, g)
     text, tlens = make_text([4, 3], g)
     with torch.no_grad():
-        on, _, _ = enc(xs, ilens, text=text, text_lengths=tlens)
-        enc.target_ctc_expansion = False
-        off, _, _ = enc(xs, ilens, text=text, text_lengths=tlens)
-        enc.target_ctc_expansion = True
-        # in training the attended target is the (longer) expanded sequence
-        enc.train()
-        random.seed(0)
-        enc.expansion_blank_prob = 1.0
-        out = enc.encode_with_target(xs, ilens, text, tlens)
-    torch.testing.assert_close(on, off, atol=0, rtol=0)
-    assert out.attention[0].size(-1) > text.size(1)
+        first = enc.encode_with_target(xs, ilens, text, tlens)
+        random.seed(99)  # the global random state must not matter in evaluation
+        second = enc.encode_with_target(xs, ilens, text, tlens)
+    torch.testing.assert_close(first.fused, second.fused, atol=0, rtol=0)
+    assert first.attention[0].size(-1) > text.size(1), "evaluation attends the expanded target"
+
+
+def test_target_positions_have_their_intended_weight(task):
+    """Positions must be a sizeable part of the target embedding (~0.7 of the token part's RMS),
+    not the ~1 % left when the embedding is scaled by sqrt(D) twice."""
+    torch.manual_seed(0)
+    enc = make_encoder(task, target_positional_encoding=True, num_fusion_blocks=1).eval()
+    bag = make_encoder(task, num_fusion_blocks=1).eval()
+    bag.load_state_dict(enc.state_dict())
+    g = torch.Generator().manual_seed(9)
+    text, tlens = make_text([30, 30], g)
+    with torch.no_grad():
+        with_positions, _ = enc.embed_target(text, tlens)
+        tokens_only, _ = bag.embed_target(text, tlens)
+    token_rms = float(tokens_only.pow(2).mean().sqrt())
+    position_rms = float((with_positions - tokens_only).pow(2).mean().sqrt())
+    ratio = position_rms / token_rms
+    assert 0.5 < ratio < 1.0, f"positions are {ratio:.3f} of the token part"
+    # and the position part is exactly ESPnet's sinusoidal table
+    pe = enc.target_positional_encoding.pe[0, : text.size(1)]
+    torch.testing.assert_close(with_positions - tokens_only, pe.expand_as(tokens_only),
+                               atol=1e-5, rtol=0)
 
 
 def test_token_dropout_only_real_tokens_and_only_in_training(task):

@@ -17,6 +17,9 @@ from espnet_oracle.utils.quiet_import import import_espnet_asr_task
 espnet_asr_task = import_espnet_asr_task()
 ASRTask = espnet_asr_task.ASRTask
 
+from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
+    install_exact_subsampling_lengths,
+)
 from espnet_oracle.asr.encoder.oracle_teacher_encoder import OracleTeacherEncoder
 from espnet_oracle.asr.kd_student_model import KDStudentModel
 from espnet_oracle.asr.oracle_teacher_model import OracleTeacherModel
@@ -56,4 +59,8 @@ class OracleASRTask(ASRTask):
             # The target embedding needs the vocabulary, which ESPnet only passes
             # to the model; it is saved in config.yaml with the rest of encoder_conf.
             args.encoder_conf = dict(args.encoder_conf or {}, vocab_size=len(token_list))
-        return super().build_model(args)
+        model = super().build_model(args)
+        # Every model built here (teachers, students with or without KD) gets the same
+        # per-utterance frame counts, so the systems differ only in what they are meant to.
+        install_exact_subsampling_lengths(model)
+        return model

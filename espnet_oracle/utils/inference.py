@@ -52,7 +52,7 @@ def load_model(exp_dir: Path, device: str = "cpu") -> Tuple[torch.nn.Module, arg
 
     model, args = OracleASRTask.build_model_from_file(config, model_file(exp_dir), device)
     # Batch-independent frame counts and outputs for dumping and decoding.
-    install_exact_subsampling_lengths(model.encoder)
+    install_exact_subsampling_lengths(model)
     model.eval()
     return model, args
 

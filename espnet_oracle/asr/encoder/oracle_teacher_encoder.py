@@ -1,6 +1,7 @@
 """Oracle Teacher encoder: a source encoder whose frames attend to the target labels."""
 
 import random
+import zlib
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -64,10 +65,22 @@ class OracleTeacherEncoder(AbsEncoder):
             then order and timing can only come from the audio.
         target_token_dropout: in training, replace this share of target tokens by
             a mask token.
-        target_ctc_expansion: in training, feed a random sequence that CTC's
-            many-to-one mapping collapses to the target (tokens repeated 1 to
+        target_ctc_expansion: feed a random sequence that CTC's many-to-one
+            mapping collapses to the target (tokens repeated 1 to
             ``expansion_max_repeat`` times, blanks inserted with probability
-            ``expansion_blank_prob``), so token positions carry no timing.
+            ``expansion_blank_prob``), so token positions carry no timing. In
+            training a fresh draw each time; in evaluation (probes, posterior
+            dump) a draw from the same distribution seeded by the target's
+            content, so the input has the form the teacher trained on and the
+            same utterance always gets the same input.
+
+    Target scale: the embedding rows are N(0, 1) (torch's and ESPnet's init of
+    ``Embedding``) and are NOT multiplied by sqrt(D); with positions on, the
+    sinusoidal encoding (RMS 1/sqrt(2) per dimension) is added at weight 1, so
+    positions make ~0.7 of the token part's RMS. (ESPnet's PositionalEncoding
+    would scale its input by sqrt(D) once more, which made positions ~1 % of
+    the signal; the fusion blocks layer-normalise the target, so its overall
+    scale does not matter, only this ratio.)
 
     Args:
         input_size: feature dimension of the input.
@@ -125,10 +138,11 @@ class OracleTeacherEncoder(AbsEncoder):
         self.expansion_blank_prob = expansion_blank_prob
 
         self.target_embedding = torch.nn.Embedding(vocab_size + 1, size)
-        self.target_scale = size**0.5
-        self.target_positional_encoding = (
-            PositionalEncoding(size, dropout_rate) if target_positional_encoding else None
-        )
+        self.target_positional_encoding = None
+        if target_positional_encoding:
+            self.target_positional_encoding = PositionalEncoding(size, dropout_rate)
+            # add positions at weight 1 to the unscaled embedding (see the class docstring)
+            self.target_positional_encoding.xscale = 1.0
         self.target_dropout = torch.nn.Dropout(dropout_rate)
         self.target_layers = torch.nn.ModuleList(
             _transformer_layer(size, fusion_attention_heads, fusion_linear_units,
@@ -151,27 +165,33 @@ class OracleTeacherEncoder(AbsEncoder):
         return self._output_size
 
     def expand_like_ctc(
-        self, text: torch.Tensor, text_lengths: torch.Tensor
+        self, text: torch.Tensor, text_lengths: torch.Tensor, deterministic: bool = False
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Draw, per utterance, a sequence that CTC collapses to the target.
 
         Args:
             text: (B, L) padded token ids; text_lengths: (B,).
+            deterministic: seed each utterance's draw by its token ids (evaluation),
+                instead of the global random state (training).
 
         Returns:
             (B, L2) padded expanded ids (padding = -1) and (B,) their lengths.
         """
         expanded = []
         for row, length in zip(text.tolist(), text_lengths.tolist()):
+            tokens = row[:length]
+            rng = random
+            if deterministic:
+                rng = random.Random(zlib.crc32(",".join(map(str, tokens)).encode()))
             sequence = []
             previous = None
-            for token in row[:length]:
+            for token in tokens:
                 # identical neighbours need a blank between them, or CTC would merge them
-                if token == previous or random.random() < self.expansion_blank_prob:
+                if token == previous or rng.random() < self.expansion_blank_prob:
                     sequence.append(self.blank_id)
-                sequence.extend([token] * random.randint(1, self.expansion_max_repeat))
+                sequence.extend([token] * rng.randint(1, self.expansion_max_repeat))
                 previous = token
-            if random.random() < self.expansion_blank_prob:
+            if rng.random() < self.expansion_blank_prob:
                 sequence.append(self.blank_id)
             expanded.append(sequence)
         lengths = torch.tensor([len(s) for s in expanded], device=text.device)
@@ -184,14 +204,17 @@ class OracleTeacherEncoder(AbsEncoder):
         self, text: torch.Tensor, text_lengths: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Embed the target. text: (B, L) ids, padding -1. Returns (B, L', D), (B, 1, L') mask."""
-        if self.training and self.target_ctc_expansion:
-            text, text_lengths = self.expand_like_ctc(text, text_lengths)
+        if self.target_ctc_expansion:
+            # the same kind of input in training and evaluation (fixed draw in evaluation)
+            text, text_lengths = self.expand_like_ctc(
+                text, text_lengths, deterministic=not self.training
+            )
         pad = make_pad_mask(text_lengths, maxlen=text.size(1)).to(text.device)
         ids = text.masked_fill(pad, 0)
         if self.training and self.target_token_dropout > 0:
             dropped = torch.rand(ids.shape, device=ids.device) < self.target_token_dropout
             ids = ids.masked_fill(dropped & ~pad, self.mask_id)
-        embedded = self.target_embedding(ids) * self.target_scale
+        embedded = self.target_embedding(ids)
         if self.target_positional_encoding is not None:
             embedded = self.target_positional_encoding(embedded)
         else:
