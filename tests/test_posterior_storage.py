@@ -194,3 +194,190 @@ def test_reader_refuses_old_layout(tmp_path):
     write_meta(str(tmp_path), format="topk", k=4, vocab_size=V_BIG)
     assert json.loads((tmp_path / "meta.json").read_text())["layout"] == LAYOUT
     assert len(TeacherPosteriorReader(str(tmp_path / "post.scp"))) == 0
+
+
+# ---------------------------------------------------------------------------
+# item 5: stamped dumps — a new model, other options or other features re-dump,
+# and check_posteriors refuses posteriors of old features
+
+REPO = Path(__file__).resolve().parents[1]
+TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "e", "f", "g", "h", "<sos/eos>"]
+TEXTS = {"utt1": "abc", "utt2": "bad", "utt3": "hedge"}
+TINY_TEACHER_ARGS = [
+    "--encoder_conf", "output_size=16",
+    "--encoder_conf", "attention_heads=2",
+    "--encoder_conf", "linear_units=32",
+    "--encoder_conf", "num_blocks=1",
+]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(task, token_file, tmp_path_factory):
+    """A tiny conventional CTC teacher laid out like a trained ESPnet experiment."""
+    import torch
+    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+    exp = tmp_path_factory.mktemp("teacher")
+    args = task.get_parser().parse_args([
+        "--config", str(REPO / "conf" / "train_teacher_conventional.yaml"),
+        "--token_list", str(token_file), "--token_type", "char",
+        "--normalize", "utterance_mvn", "--output_dir", str(exp), *TINY_TEACHER_ARGS,
+    ])
+    torch.manual_seed(0)
+    model = task.build_model(args)
+    with open(exp / "config.yaml", "w", encoding="utf-8") as f:
+        yaml_no_alias_safe_dump(vars(args), f, indent=4, sort_keys=False)
+    torch.save(model.state_dict(), exp / "valid.loss.ave.pth")
+    return exp
+
+
+def _write_feats(feats_dir: Path, seed: int) -> None:
+    """feats.scp + ark + text of three utterances (the same ids for every seed)."""
+    feats_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    feats = {utt: rng.standard_normal((40 + 8 * i, 80)).astype(np.float32)
+             for i, utt in enumerate(sorted(TEXTS))}
+    kaldiio.save_ark(str(feats_dir / "feats.ark"), feats, scp=str(feats_dir / "feats.scp"))
+    (feats_dir / "text").write_text("".join(f"{u} {t}\n" for u, t in TEXTS.items()), encoding="utf-8")
+
+
+def _dump(teacher_dir, feats_dir, out_dir, *extra):
+    from espnet_oracle.bin import dump_posteriors
+
+    dump_posteriors.main(["--exp_dir", str(teacher_dir), "--feats_dir", str(feats_dir),
+                          "--out_dir", str(out_dir), "--shard_size", "2", *extra])
+
+
+def _arrays(out_dir: Path) -> dict:
+    return {utt: np.array(a) for utt, a in kaldiio.load_scp(str(out_dir / "post.scp")).items()}
+
+
+def _shard_mtimes(out_dir: Path) -> dict:
+    return {p.name: p.stat().st_mtime_ns for p in sorted((out_dir / "data").glob("post.*"))}
+
+
+def _replace_model(teacher_dir: Path, seed: int) -> None:
+    import torch
+
+    path = teacher_dir / "valid.loss.ave.pth"
+    state = torch.load(path)
+    g = torch.Generator().manual_seed(seed)
+    for value in state.values():
+        if value.is_floating_point():
+            value += 0.1 * torch.randn(value.shape, generator=g)
+    torch.save(state, path)
+
+
+def _check(out_dir: Path, feats_dir: Path, token_file: Path):
+    from espnet_oracle.bin.check_posteriors import check
+
+    check(out_dir / "post.scp", feats_dir / "feats.scp", token_file)
+
+
+def test_dump_is_stamped_and_redumps_on_a_new_model_or_options(teacher_dir, token_file, tmp_path, capsys):
+    feats, out = tmp_path / "feats", tmp_path / "post" / "train"
+    _write_feats(feats, seed=0)
+    _dump(teacher_dir, feats, out, "--topk", "4")
+    meta = json.loads((out / "meta.json").read_text())
+    stamp = meta["stamp"]
+    assert meta["layout"] == LAYOUT and stamp["k"] == 4 and stamp["format"] == "topk"
+    assert stamp["features_sha256"] == features_fingerprint(feats / "feats.scp")
+    shards = sorted((out / "data").glob("post.*.json"))
+    assert len(shards) == 2 and all(json.loads(p.read_text())["stamp"] == stamp for p in shards)
+    first = _arrays(out)
+    assert sorted(first) == sorted(TEXTS) and all(a.shape[1] == 2 * 4 + 2 for a in first.values())
+    _check(out, feats, token_file)
+
+    # same stamp: nothing is redone
+    before = _shard_mtimes(out)
+    capsys.readouterr()
+    _dump(teacher_dir, feats, out, "--topk", "4")
+    assert "up to date" in capsys.readouterr().out
+    assert _shard_mtimes(out) == before
+
+    # an interrupted dump of the same stamp reuses the finished shards only
+    (out / ".done").unlink()
+    (out / "data" / "post.2.scp").unlink()
+    _dump(teacher_dir, feats, out, "--topk", "4")
+    after = _shard_mtimes(out)
+    assert after["post.1.ark"] == before["post.1.ark"] and after["post.2.ark"] != before["post.2.ark"]
+    assert {u: a.tolist() for u, a in _arrays(out).items()} == {u: a.tolist() for u, a in first.items()}
+
+    # another model file (same path, other weights): re-dumped, and said why
+    _replace_model(teacher_dir, seed=1)
+    capsys.readouterr()
+    _dump(teacher_dir, feats, out, "--topk", "4")
+    said = capsys.readouterr().out
+    assert "re-dumping" in said and "teacher model" in said
+    new = json.loads((out / "meta.json").read_text())["stamp"]
+    assert new["teacher_model_sha256"] != stamp["teacher_model_sha256"]
+    assert all(not np.array_equal(first[u], a) for u, a in _arrays(out).items())
+    assert all(json.loads(p.read_text())["stamp"] == new for p in (out / "data").glob("post.*.json"))
+
+    # other k, then another format: re-dumped
+    _dump(teacher_dir, feats, out, "--topk", "2")
+    assert "k: 4 -> 2" in capsys.readouterr().out
+    assert all(a.shape[1] == 2 * 2 + 2 for a in _arrays(out).values())
+    _dump(teacher_dir, feats, out, "--format", "dense")
+    assert "format: topk -> dense" in capsys.readouterr().out
+    assert all(a.shape[1] == len(TOKENS) and a.dtype == np.float16 for a in _arrays(out).values())
+    _check(out, feats, token_file)
+
+
+def test_regenerated_features_are_refused_then_redumped(teacher_dir, token_file, tmp_path, capsys):
+    from espnet_oracle.bin import check_posteriors
+
+    feats, out = tmp_path / "feats", tmp_path / "post" / "dev"
+    _write_feats(feats, seed=0)
+    _dump(teacher_dir, feats, out, "--topk", "4")
+    _check(out, feats, token_file)
+    old = _arrays(out)
+
+    # stage 2 rerun: same ids, same file names, other values
+    _write_feats(feats, seed=1)
+    argv = ["--post_scp", str(out / "post.scp"), "--feats_scp", str(feats / "feats.scp"),
+            "--token_list", str(token_file)]
+    with pytest.raises(SystemExit) as info:
+        check_posteriors.main(argv)
+    message = str(info.value.code)
+    assert "'dev'" in message and "stale" in message and "features" in message
+    assert "re-run stage 7" in message
+    # other transcripts with the same features are refused too
+    _dump(teacher_dir, feats, out, "--topk", "4")
+    assert "features" in capsys.readouterr().out
+    (feats / "text").write_text("utt1 abd\nutt2 bad\nutt3 hedge\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="transcripts"):
+        _check(out, feats, token_file)
+    (feats / "text").write_text("".join(f"{u} {t}\n" for u, t in TEXTS.items()), encoding="utf-8")
+
+    # the re-dump (above) made posteriors of the new features: accepted
+    check_posteriors.main(argv)
+    assert all(not np.array_equal(old[u], a) for u, a in _arrays(out).items())
+
+    # a teacher retrained after the dump is refused as well
+    _replace_model(teacher_dir, seed=2)
+    with pytest.raises(ValueError, match="teacher model"):
+        _check(out, feats, token_file)
+
+
+def test_check_refuses_unstamped_posteriors(tmp_path, token_file):
+    feats = tmp_path / "feats"
+    _write_feats(feats, seed=0)
+    out = tmp_path / "post"
+    out.mkdir()
+    (out / "post.scp").write_text("")
+    write_meta(str(out), format="topk", k=4, vocab_size=len(TOKENS))
+    with pytest.raises(ValueError, match="no stamp.*re-run stage 7"):
+        _check(out, feats, token_file)
+    (out / "meta.json").write_text(json.dumps(dict(format="topk", k=4, vocab_size=len(TOKENS))))
+    with pytest.raises(ValueError, match="layout 1"):
+        _check(out, feats, token_file)
+
+
+def test_features_fingerprint_ignores_the_directory(tmp_path):
+    a, b = tmp_path / "a" / "train", tmp_path / "b" / "train"
+    _write_feats(a, seed=0)
+    _write_feats(b, seed=0)
+    assert features_fingerprint(a / "feats.scp") == features_fingerprint(b / "feats.scp")
+    _write_feats(b, seed=3)
+    assert features_fingerprint(a / "feats.scp") != features_fingerprint(b / "feats.scp")

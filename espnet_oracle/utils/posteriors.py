@@ -181,12 +181,15 @@ def text_fingerprint(text_file) -> Optional[str]:
 
 def dump_stamp(model_path, feats_dir, fmt: str, k: int) -> dict:
     """What a set of posteriors is made from: compared on every re-run and before KD."""
+    feats_scp = Path(feats_dir) / "feats.scp"
+    if not feats_scp.exists():
+        raise FileNotFoundError(f"{feats_scp} not found — run stage 2 (features) first")
     return dict(
         layout=LAYOUT,
         format=fmt,
         k=k if fmt == "topk" else None,
         teacher_model_sha256=file_sha256(model_path),
-        features_sha256=features_fingerprint(Path(feats_dir) / "feats.scp"),
+        features_sha256=features_fingerprint(feats_scp),
         text_sha256=text_fingerprint(Path(feats_dir) / "text"),
     )
 
