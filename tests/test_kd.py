@@ -398,15 +398,15 @@ def _log_probs(seed, frames=20, vocab=V, scale=3.0):
 def test_topk_pack_unpack_round_trip(k):
     x = _log_probs(0)
     packed = topk_pack(x, k)
-    assert packed.dtype == np.uint16 and packed.shape == (20, 2 * k)
-    ids, values = topk_unpack(packed)
+    assert packed.dtype == np.uint16 and packed.shape == (20, 2 * k + 2)
+    ids, values, _ = topk_unpack(packed)
     assert ids.dtype == np.int64 and values.dtype == np.float32
     np.testing.assert_array_equal(ids, np.argsort(-x, axis=1, kind="stable")[:, :k])
     stored = np.take_along_axis(x, ids, axis=1)
     assert np.all(np.abs(values - stored) <= f16_bound(stored))
     assert np.all(np.diff(values, axis=1) <= 0)  # sorted, most likely first
     # k larger than the vocabulary is clipped
-    assert topk_pack(x, V + 5).shape == (20, 2 * V)
+    assert topk_pack(x, V + 5).shape == (20, 2 * V + 2)
 
 
 def test_topk_pack_rejects_bad_shapes():
@@ -423,8 +423,8 @@ def test_topk_to_dense_is_a_distribution_with_stored_top_k():
         top = rng.choice(V, size=k, replace=False)
         p = rng.dirichlet(np.ones(k))
         row[top] = np.log(p)
-    ids, values = topk_unpack(topk_pack(x.astype(np.float32), k))
-    dense = topk_to_dense(ids, values, V)
+    ids, values, leftover = topk_unpack(topk_pack(x.astype(np.float32), k))
+    dense = topk_to_dense(ids, values, leftover, V)
     assert dense.shape == (15, V) and dense.dtype == np.float32
     np.testing.assert_allclose(np.exp(dense.astype(np.float64)).sum(axis=1), 1.0, atol=1e-5)
     top = np.take_along_axis(dense, ids, axis=1)
@@ -441,17 +441,19 @@ def test_topk_to_dense_is_a_distribution_with_stored_top_k():
 def test_topk_to_dense_spreads_leftover_mass_evenly():
     k = 4
     x = _log_probs(2, scale=1.0)  # flat: plenty of mass outside the top k
-    ids, values = topk_unpack(topk_pack(x, k))
-    dense = topk_to_dense(ids, values, V)
+    ids, values, leftover = topk_unpack(topk_pack(x, k))
+    dense = topk_to_dense(ids, values, leftover, V)
     p = np.exp(dense.astype(np.float64))
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
-    kept = np.exp(values.astype(np.float64)).sum(axis=1)
+    # the stored (exact) leftover, not 1 - sum of the float16-rounded top k
+    kept = 1 - np.exp(leftover.astype(np.float64))
     others = np.ones_like(dense, dtype=bool)
     np.put_along_axis(others, ids, False, axis=1)
     rest = p[others].reshape(20, V - k)
     np.testing.assert_allclose(rest, np.repeat(((1 - kept) / (V - k))[:, None], V - k, axis=1),
                                rtol=1e-4)
-    np.testing.assert_allclose(np.take_along_axis(dense, ids, axis=1), values, atol=1e-5)
+    top = values - np.log(np.exp(values.astype(np.float64)).sum(axis=1, keepdims=True) / kept[:, None])
+    np.testing.assert_allclose(np.take_along_axis(dense, ids, axis=1), top, atol=1e-5)
 
 
 def test_topk_with_k_equal_vocab_is_dense():

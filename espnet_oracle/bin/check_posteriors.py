@@ -1,9 +1,17 @@
 """Check stored teacher posteriors against a training set before a KD run starts.
 
-Refuses (exit status 1, naming the utterances) when utterance ids of the
-features are missing from the posteriors, or when the posteriors were made
-with another token list. Frame counts are checked exactly during training,
-against the student's own encoder output (KDStudentModel.check_frames).
+Refuses (exit status 1, naming the set and what differs) when:
+- the posteriors are stored in an older layout or carry no stamp (re-run stage 7);
+- they were dumped from other features than the current ``--feats_scp`` (feature
+  fingerprint: feats.scp and the bytes of its ark files), or from other
+  transcripts (the ``text`` beside feats.scp, when there is one);
+- the teacher's model file recorded in ``meta.json`` still exists and has
+  changed since the dump (sha256);
+- they were made with another token list;
+- utterance ids of the features are missing from the posteriors, or the frame
+  counts (``utt2num_frames``) do not cover the posteriors.
+Frame counts are checked exactly during training, against the student's own
+encoder output (KDStudentModel.check_frames).
 """
 
 import argparse
@@ -11,14 +19,42 @@ import sys
 from pathlib import Path
 
 from espnet_oracle.utils.datadir import read_kaldi_map
-from espnet_oracle.utils.posteriors import read_meta, token_list_sha
+from espnet_oracle.utils.posteriors import (
+    check_layout,
+    features_fingerprint,
+    file_sha256,
+    read_meta,
+    stamp_differences,
+    text_fingerprint,
+    token_list_sha,
+)
 
 
 def check(post_scp: Path, feats_scp: Path, token_list: Path) -> None:
     for path in (post_scp, feats_scp, token_list):
         if not Path(path).exists():
             raise FileNotFoundError(f"{path} not found")
+    post_scp, feats_scp = Path(post_scp), Path(feats_scp)
+    name = f"teacher posteriors of set {post_scp.parent.name!r} ({post_scp})"
     meta = read_meta(str(post_scp))
+    check_layout(meta, post_scp)
+    stamp = meta.get("stamp")
+    if not stamp:
+        raise ValueError(f"{name} carry no stamp of what they were made from: re-run stage 7")
+    current = dict(stamp, features_sha256=features_fingerprint(feats_scp))
+    text = feats_scp.parent / "text"
+    if text.exists():
+        current["text_sha256"] = text_fingerprint(text)
+    model = Path(meta.get("teacher_model_file", ""))
+    if meta.get("teacher_model_file") and model.is_file():
+        current["teacher_model_sha256"] = file_sha256(model)
+    differences = stamp_differences(stamp, current)
+    if differences:
+        raise ValueError(
+            f"{name} are stale, they were dumped from other inputs than {feats_scp}"
+            f"{' and ' + str(model) if model.is_file() else ''}: " + "; ".join(differences)
+            + " — re-run stage 7 (dump teacher posteriors) so the students do not train on old posteriors"
+        )
     tokens = [line.rstrip("\n") for line in open(token_list, encoding="utf-8")]
     sha = token_list_sha(tokens)
     if meta.get("vocab_size") != len(tokens) or meta.get("token_list_sha", sha) != sha:
@@ -34,6 +70,14 @@ def check(post_scp: Path, feats_scp: Path, token_list: Path) -> None:
             f"{len(missing)} utterance(s) of {feats_scp} have no teacher posteriors in "
             f"{post_scp}, e.g. {', '.join(missing[:5])} — re-run stage 7 for this set "
             "(speed perturbation or other data changes after stage 7 cause this)"
+        )
+    frames_file = post_scp.parent / "utt2num_frames"
+    frames = read_kaldi_map(frames_file) if frames_file.exists() else {}
+    no_frames = sorted(posts - set(frames))
+    if no_frames:
+        raise ValueError(
+            f"{frames_file} lacks frame counts of {len(no_frames)} utterance(s) of {post_scp}, "
+            f"e.g. {', '.join(no_frames[:5])}: re-run stage 7"
         )
 
 

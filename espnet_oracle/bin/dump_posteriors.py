@@ -6,8 +6,14 @@ The Oracle Teacher is fed the true transcript. Output in --out_dir:
 utterance, checked against the student's encoder output during training) and
 ``stats.json`` (bytes per frame on disk).
 
+Stamped: the set (``meta.json``, ``.done``) and every shard (``data/post.<n>.json``)
+record the sha256 of the teacher's model file, the options (format, k) and
+fingerprints of the features (feats.scp and the bytes of its ark files) and of
+the transcripts. A re-run whose stamp differs says what differs and re-dumps;
+``check_posteriors`` refuses posteriors whose features changed since.
+
 Resumable: utterances are written in shards that each become visible only when
-complete; a re-run skips finished shards and the merge is atomic.
+complete; a re-run reuses finished shards of the same stamp and the merge is atomic.
 See ``espnet_oracle/utils/posteriors.py`` for the storage format.
 """
 
@@ -23,7 +29,17 @@ import torch
 from tqdm import tqdm
 
 from espnet_oracle.utils.datadir import atomic_write_text
-from espnet_oracle.utils.posteriors import PosteriorWriter, token_list_sha, write_meta
+from espnet_oracle.utils.posteriors import (
+    META_NAME,
+    PosteriorWriter,
+    dump_stamp,
+    stamp_differences,
+    token_list_sha,
+    write_meta,
+)
+
+# set-level outputs: removed before any (re-)dump, so a stale set never looks complete
+SET_FILES = (".done", "post.scp", META_NAME, "utt2num_frames", "stats.json")
 
 
 def main(argv=None):
@@ -50,46 +66,59 @@ def main(argv=None):
 
     out_dir = Path(args.out_dir)
     done = out_dir / ".done"
-    options = json.dumps(dict(format=args.format, topk=args.topk, exp_dir=str(args.exp_dir),
-                              feats_dir=str(args.feats_dir)), sort_keys=True)
     model_path = model_file(Path(args.exp_dir))
-    if done.exists() and done.read_text() == options \
-            and done.stat().st_mtime >= model_path.stat().st_mtime:
+    stamp = dump_stamp(model_path, args.feats_dir, args.format, args.topk)
+    old_stamp = _read_json(done).get("stamp") if done.exists() else None
+    if old_stamp == stamp and (out_dir / "post.scp").exists():
         print(f"dump_posteriors: {out_dir} is up to date")
         return
+    previous = _read_json(out_dir / META_NAME).get("stamp") or old_stamp
+    if previous is not None and previous != stamp:
+        print(f"dump_posteriors: re-dumping {out_dir}, its posteriors were made from other inputs: "
+              + "; ".join(stamp_differences(previous, stamp)))
+        for path in sorted((out_dir / "data").glob("post.*")):
+            path.unlink()
+    for name in SET_FILES:
+        if (out_dir / name).exists():
+            (out_dir / name).unlink()
     started = time.time()
     model, train_args = load_model(Path(args.exp_dir))
     data = FeatureSet(Path(args.feats_dir), train_args)
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
-    if done.exists():
-        done.unlink()
     shards = [data.utt_ids[i : i + args.shard_size] for i in range(0, len(data.utt_ids), args.shard_size)]
     shift = None
+    stale_told = False
     with tqdm(total=len(data.utt_ids), desc=f"dump {out_dir}", unit="utt", file=sys.stderr) as bar:
         for index, shard_ids in enumerate(shards, 1):
-            writer = PosteriorWriter(str(out_dir), str(index), fmt=args.format, k=args.topk)
-            if writer.scp.exists() and writer.num_frames.exists() and _shard_matches(writer.scp, shard_ids):
-                bar.update(len(shard_ids))
-                continue
+            writer = PosteriorWriter(str(out_dir), str(index), fmt=args.format, k=args.topk, stamp=stamp)
+            info = writer.read_info()
+            if info is not None:
+                if info.get("stamp") == stamp and _shard_matches(writer.scp, shard_ids):
+                    shift = shift if shift is not None else info.get("frame_shift_ms")
+                    bar.update(len(shard_ids))
+                    continue
+                if info.get("stamp") != stamp and not stale_told:
+                    stale_told = True
+                    print(f"dump_posteriors: removing stale shards of {out_dir}: "
+                          + "; ".join(stamp_differences(info.get("stamp"), stamp)))
+            writer.remove()
+            shard_shift = None
             for batch in data.batches(args.batch_size, shard_ids):
                 utterances = [data.get(u) for u in batch]
                 log_probs, lengths, _ = ctc_log_probs(model, utterances)
                 for i, utt in enumerate(utterances):
                     length = int(lengths[i])
-                    if shift is None:
-                        shift = frame_shift_ms(utt.feats.shape[0], length)
+                    if shard_shift is None:
+                        shard_shift = frame_shift_ms(utt.feats.shape[0], length)
                     writer.write(utt.utt_id, log_probs[i, :length].numpy())
                 bar.update(len(batch))
-            writer.close()
+            writer.close(info=dict(frame_shift_ms=shard_shift))
+            shift = shift if shift is not None else shard_shift
     # Stale shards of an earlier run with other shard sizes would add duplicates.
     expected = {f"post.{i}.scp" for i in range(1, len(shards) + 1)}
     for path in (out_dir / "data").glob("post.*.scp"):
         if path.name not in expected:
-            path.unlink()
-            for suffix in (".ark", ".num_frames"):
-                stale = path.with_suffix(suffix)
-                if stale.exists():
-                    stale.unlink()
+            PosteriorWriter(str(out_dir), path.name[len("post."):-len(".scp")]).remove()
 
     lines, frames_lines, total_bytes = [], [], 0
     for index in range(1, len(shards) + 1):
@@ -111,18 +140,29 @@ def main(argv=None):
         vocab_size=len(model.token_list),
         token_list_sha=token_list_sha(model.token_list),
         teacher=str(args.exp_dir),
+        teacher_model_file=str(model_path),
         teacher_model=train_args.model,
+        feats_dir=str(args.feats_dir),
         frame_shift_ms=shift,
-        leftover_mass="spread evenly over the tokens outside the top k",
+        leftover_mass="exact leftover log-mass stored per frame, spread evenly over the "
+        "tokens outside the top k",
+        stamp=stamp,
     )
     atomic_write_text(out_dir / "utt2num_frames", "\n".join(frames_lines) + "\n")
     stats = dict(utterances=len(lines), frames=total_frames, bytes=total_bytes,
                  bytes_per_frame=total_bytes / max(total_frames, 1), seconds=time.time() - started)
     atomic_write_text(out_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
     atomic_write_text(out_dir / "post.scp", "\n".join(lines) + "\n")
-    atomic_write_text(done, options)
+    atomic_write_text(done, json.dumps(dict(stamp=stamp), indent=2, sort_keys=True) + "\n")
     print(f"dump_posteriors: {len(lines)} utterances, {total_frames} frames, "
           f"{stats['bytes_per_frame']:.1f} bytes/frame -> {out_dir / 'post.scp'}")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _shard_matches(scp: Path, shard_ids) -> bool:
