@@ -198,18 +198,38 @@ def main(argv=None):
     # ---- teacher evaluation ----
     teacher_eval = load_json(exp / "teacher_eval" / "summary.json")
     if teacher_eval:
+        unit = {"char": "characters", "word": "words"}.get(teacher_eval.get("follow_unit"), "tokens")
         out += ["", "## Teacher evaluation and copy probe (stage 6, greedy CTC)", "",
-                "| set | conventional CER | Oracle CER (true transcript) | Oracle fed another transcript: "
-                "CER vs truth | … CER vs fed | … copy rate | Oracle, zeroed audio: CER |",
-                "|---|---|---|---|---|---|---|"]
+                "Copy probe: the Oracle Teacher is fed another utterance's transcript, with the real audio "
+                "and with the audio zeroed (features at the training mean). *Fed vs truth* is the fed "
+                "transcripts' own CER against the truth (how far apart the two candidate outputs are). "
+                "*Copy rate*: share of outputs equal to the fed transcript, word for word. *Follow rate*: "
+                f"the output is aligned to the truth and to the fed transcript (in {unit}); of the output "
+                "tokens matched in exactly one of the two alignments, the share matched to the fed "
+                "transcript (~100 % for a teacher that copies its transcript input, ~0 % for one that "
+                "follows the audio; – when no token takes a side).", "",
+                "| set | conventional CER | Oracle CER (true transcript) | Oracle, zeroed audio: CER | "
+                "fed vs truth CER | Oracle fed another transcript: CER vs truth | … CER vs fed | … copy rate "
+                "| … follow rate | fed another transcript, zeroed audio: CER vs fed | … copy rate "
+                "| … follow rate |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+        def rate(entry, metric):
+            value = fmt([entry.get(metric)], 1, 100.0)
+            return value if value == "–" else value + " %"
+
         for set_name, result in teacher_eval["sets"].items():
             conv = result.get("teacher_conventional/audio_only", {})
             true = result.get("teacher_oracle/true_transcript", {})
             other = result.get("teacher_oracle/other_transcript", {})
             zero = result.get("teacher_oracle/zeroed_source", {})
+            other_zero = result.get("teacher_oracle/other_transcript_zeroed_source", {})
             out.append(f"| {set_name} | {fmt([conv.get('cer')])} | {fmt([true.get('cer')])} | "
+                       f"{fmt([zero.get('cer')])} | {fmt([other.get('fed_vs_truth_cer')])} | "
                        f"{fmt([other.get('cer')])} | {fmt([other.get('cer_vs_fed')])} | "
-                       f"{fmt([other.get('copy_rate')], 1, 100.0)} % | {fmt([zero.get('cer')])} |")
+                       f"{rate(other, 'copy_rate')} | {rate(other, 'follow_rate')} | "
+                       f"{fmt([other_zero.get('cer_vs_fed')])} | {rate(other_zero, 'copy_rate')} | "
+                       f"{rate(other_zero, 'follow_rate')} |")
         speed = teacher_eval.get("time_to_cer", {})
         if speed:
             out += ["", f"Time to reach the conventional teacher's best dev CER ({speed['target_dev_cer']:.2f} %): "

@@ -1,14 +1,31 @@
 """Stage 6: evaluate both teachers, probe the Oracle Teacher for copying, compare training speed.
 
-For each set (greedy CTC decoding):
-  * conventional teacher: CER/WER (it only sees the audio);
-  * Oracle Teacher fed the true transcript: CER/WER (its own, oracle accuracy);
-  * copy probe: Oracle Teacher fed ANOTHER utterance's transcript (a different
-    word sequence): CER/WER against the truth, CER against the fed transcript,
-    and the copy rate (share of outputs equal to the fed transcript; a teacher
-    that copies its target input has copy rate ~1, one that follows the audio ~0);
-  * zeroed source: true transcript, features replaced by the training mean
+For each set (greedy CTC decoding), rows of ``summary.tsv`` by probe:
+  * ``audio_only`` (conventional teacher): CER/WER (it only sees the audio);
+  * ``true_transcript``: the Oracle Teacher fed the true transcript: CER/WER (its
+    own, oracle accuracy);
+  * ``zeroed_source``: true transcript, features replaced by the training mean
     (zero after normalization). A teacher that ignores the audio still scores well.
+Copy probes (``--probe_sets``), the Oracle Teacher fed ANOTHER utterance's
+transcript (a different word sequence, ``other_transcripts``):
+  * ``other_transcript``: with the real audio;
+  * ``other_transcript_zeroed_source``: with the features zeroed as above. A
+    teacher that copies its target input still writes the fed transcript; one
+    that listens has nothing left to write it from.
+Each copy probe reports (see ``copy_probe`` and ``follow_counts``):
+  * ``cer``/``wer``: the output against the truth; ``cer_vs_fed``: against the fed transcript;
+  * ``copy_rate``/``truth_rate``: share of outputs equal, word for word, to the
+    fed transcript / to the truth. Whole-utterance matches only: they stay near 0
+    under heavy copying when the teacher makes errors, hence:
+  * ``fed_vs_truth_cer``/``fed_vs_truth_wer``: the fed transcripts scored against
+    the truth, i.e. how far apart the two candidate outputs are (the baseline);
+  * ``follow_rate``: share of the output tokens that follow the fed transcript,
+    among those that follow exactly one of fed and truth (~1 for a copying
+    teacher, ~0 for a listening one); ``follow_fed_per_token`` and
+    ``follow_truth_per_token``: both counts per output token;
+    ``hyp_tokens``, ``follow_fed_tokens``, ``follow_truth_tokens``: the raw counts.
+    Tokens are the model's units: characters (spaces excluded) for char models,
+    words otherwise (``follow_unit`` in summary.json).
 Plus time-to-CER: wall time for the Oracle Teacher to reach the conventional
 teacher's best dev CER, divided by the conventional teacher's time to reach it.
 
@@ -22,12 +39,13 @@ import logging
 import math
 import sys
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from espnet_oracle.utils.datadir import atomic_write_text
-from espnet_oracle.utils.metrics import to_chars, wer_cer, edit_counts
+from espnet_oracle.utils.metrics import COR, align, edit_counts, to_chars, to_words, wer_cer
 
 
 def other_transcripts(texts: Dict[str, str], seed: int = 0) -> Dict[str, str]:
@@ -48,17 +66,140 @@ def other_transcripts(texts: Dict[str, str], seed: int = 0) -> Dict[str, str]:
     return assigned
 
 
-def copy_probe(refs: Dict[str, str], fed: Dict[str, str], hyps: Dict[str, str]) -> dict:
-    """What a teacher fed ``fed`` transcripts produced: copy rate, truth rate, CER vs fed.
+def follow_unit(token_type: str) -> str:
+    """The unit the follow rate counts in: ``char`` for char models, else ``word``."""
+    return "char" if token_type == "char" else "word"
+
+
+def to_units(text: str, unit: str) -> List[str]:
+    """Characters (spaces excluded, as in the CER) or words of ``text``."""
+    return to_chars(text) if unit == "char" else to_words(text)
+
+
+@dataclass
+class FollowCounts:
+    """How the tokens of one hypothesis (or a sum of hypotheses) side with fed vs truth.
+
+    hyp_tokens: all hypothesis tokens; follow_fed: matched to the fed transcript
+    only; follow_truth: matched to the truth only; both / neither: the rest.
+    """
+
+    hyp_tokens: int = 0
+    follow_fed: int = 0
+    follow_truth: int = 0
+    both: int = 0
+    neither: int = 0
+
+    def __iadd__(self, other: "FollowCounts") -> "FollowCounts":
+        for name in ("hyp_tokens", "follow_fed", "follow_truth", "both", "neither"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+    @property
+    def follow_rate(self) -> float:
+        """follow_fed / (follow_fed + follow_truth); NaN when no token takes a side."""
+        sided = self.follow_fed + self.follow_truth
+        return self.follow_fed / sided if sided else math.nan
+
+
+def follow_counts(truth: Sequence, fed: Sequence, hyp: Sequence) -> FollowCounts:
+    """Which hypothesis tokens follow the fed transcript, which the truth.
+
+    ``hyp`` is aligned (minimum edit distance, ``metrics.align``) once to
+    ``truth`` and once to ``fed``. A hypothesis token is *matched* to a
+    transcript when that alignment pairs it with an equal token (a "correct").
+    Then each hypothesis token is counted as
+      * follow_fed: matched to fed but not to truth (it follows the fed
+        transcript where that differs from the truth);
+      * follow_truth: matched to truth but not to fed (the converse: it follows
+        the audio where the fed transcript says something else);
+      * both: matched to both (fed and truth agree there: no evidence either way);
+      * neither: matched to neither (an error against both).
+    A teacher that outputs the fed transcript has follow_fed = its length and
+    follow_truth = 0; one that outputs the truth the converse; a token that is
+    wrong against both counts for neither side. Among alignments with equally
+    few edits, ``align``'s deterministic tie-break (matches first) decides.
+    """
+    truth, fed, hyp = list(truth), list(fed), list(hyp)
+    to_truth = {j for op, _, j in align(truth, hyp) if op == COR}
+    to_fed = {j for op, _, j in align(fed, hyp) if op == COR}
+    counts = FollowCounts(hyp_tokens=len(hyp))
+    for j in range(len(hyp)):
+        if j in to_fed and j in to_truth:
+            counts.both += 1
+        elif j in to_fed:
+            counts.follow_fed += 1
+        elif j in to_truth:
+            counts.follow_truth += 1
+        else:
+            counts.neither += 1
+    return counts
+
+
+def copy_probe(refs: Dict[str, str], fed: Dict[str, str], hyps: Dict[str, str],
+               unit: str = "char") -> dict:
+    """What a teacher fed ``fed`` transcripts produced (keys: see the module docstring).
 
     copy_rate: share of outputs equal (word for word) to the fed transcript, ~1 for a
     teacher that copies its target input; truth_rate: share equal to the truth.
+    fed_vs_truth_cer/_wer: the fed transcripts against the truth (the baseline).
+    follow_*: corpus sums of ``follow_counts`` in ``unit`` tokens (chars or words);
+    follow_rate = follow_fed / (follow_fed + follow_truth) over the whole set,
+    follow_fed_per_token / follow_truth_per_token = the counts / hyp_tokens.
     """
+    baseline = wer_cer(refs, {u: fed[u] for u in refs})
+    total = FollowCounts()
+    for u in refs:
+        total += follow_counts(to_units(refs[u], unit), to_units(fed[u], unit), to_units(hyps[u], unit))
+    per_token = max(total.hyp_tokens, 1)
     return dict(
         cer_vs_fed=cer_against(fed, hyps),
         copy_rate=float(np.mean([hyps[u].split() == fed[u].split() for u in refs])),
         truth_rate=float(np.mean([hyps[u].split() == refs[u].split() for u in refs])),
+        fed_vs_truth_cer=baseline.cer.rate,
+        fed_vs_truth_wer=baseline.wer.rate,
+        follow_rate=total.follow_rate,
+        follow_fed_per_token=total.follow_fed / per_token,
+        follow_truth_per_token=total.follow_truth / per_token,
+        hyp_tokens=total.hyp_tokens,
+        follow_fed_tokens=total.follow_fed,
+        follow_truth_tokens=total.follow_truth,
     )
+
+
+def oracle_probes(model, data, probe: bool = True, seed: int = 0,
+                  batch_size: int = 16) -> Dict[str, dict]:
+    """Every Oracle Teacher row of one set: {probe name: {metric: value}}.
+
+    ``data`` is a ``FeatureSet``; ``probe`` adds ``zeroed_source`` and the copy
+    probes ``other_transcript`` and ``other_transcript_zeroed_source``, whose fed
+    transcripts ``seed`` chooses (``other_transcripts``).
+    """
+    refs = {u: data.texts[u] for u in data.utt_ids}
+
+    def decode(fed=None, zero_source=False):
+        return greedy_texts(model, data, data.utt_ids, fed=fed, zero_source=zero_source,
+                            batch_size=batch_size)
+
+    entries = {"true_transcript": scores(refs, decode())}
+    if not probe:
+        return entries
+    fed = other_transcripts(refs, seed=seed)
+    unit = follow_unit(data.token_type)
+
+    def copy_entry(zero_source):
+        hyps = decode(fed=fed, zero_source=zero_source)
+        return {**scores(refs, hyps), **copy_probe(refs, fed, hyps, unit)}
+
+    entries["other_transcript"] = copy_entry(zero_source=False)
+    entries["zeroed_source"] = scores(refs, decode(zero_source=True))
+    entries["other_transcript_zeroed_source"] = copy_entry(zero_source=True)
+    return entries
+
+
+def scores(refs: Dict[str, str], hyps: Dict[str, str]) -> dict:
+    result = wer_cer(refs, hyps)
+    return dict(cer=result.cer.rate, wer=result.wer.rate, n_utts=result.n_utts)
 
 
 def greedy_texts(model, data, utt_ids, fed: Optional[Dict[str, str]] = None,
@@ -182,6 +323,7 @@ def main(argv=None):
 
     rows = []  # (system, set, probe, metric, value)
     report = {"sets": {}}
+    report["follow_unit"] = follow_unit(oracle_args.token_type)
     probe_sets = (args.probe_sets or args.sets).split()
     for set_name in args.sets.split():
         feats_dir = Path(args.dump_dir) / set_name
@@ -190,25 +332,18 @@ def main(argv=None):
         refs = {u: data.texts[u] for u in data.utt_ids}
         result = {}
 
-        def record(system, probe, hyps, fed=None):
-            scores = wer_cer(refs, hyps)
-            entry = dict(cer=scores.cer.rate, wer=scores.wer.rate, n_utts=scores.n_utts)
-            if fed is not None:
-                entry.update(copy_probe(refs, fed, hyps))
+        def record(system, probe, entry):
             result[f"{system}/{probe}"] = entry
             for metric, value in entry.items():
                 rows.append((system, set_name, probe, metric, value))
-            print(f"teacher_eval: {set_name:12s} {system:22s} {probe:17s} "
+            print(f"teacher_eval: {set_name:12s} {system:22s} {probe:30s} "
                   + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()),
                   flush=True)
 
-        record("teacher_conventional", "audio_only", greedy_texts(conventional, data_conv, data.utt_ids))
-        record("teacher_oracle", "true_transcript", greedy_texts(oracle, data, data.utt_ids))
-        if set_name in probe_sets:
-            fed = other_transcripts(refs, seed=args.seed)
-            record("teacher_oracle", "other_transcript", greedy_texts(oracle, data, data.utt_ids, fed=fed), fed)
-            record("teacher_oracle", "zeroed_source",
-                   greedy_texts(oracle, data, data.utt_ids, zero_source=True))
+        record("teacher_conventional", "audio_only",
+               scores(refs, greedy_texts(conventional, data_conv, data.utt_ids)))
+        for probe, entry in oracle_probes(oracle, data, probe=set_name in probe_sets, seed=args.seed).items():
+            record("teacher_oracle", probe, entry)
         report["sets"][set_name] = result
         if set_name == args.sets.split()[0] and args.num_attention_plots > 0:
             plot_attention(oracle, data, data.utt_ids[: args.num_attention_plots], out_dir)
