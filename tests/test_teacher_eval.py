@@ -234,14 +234,6 @@ def probe_dir(workdir):
 @pytest.fixture(scope="module")
 def copier(build, workdir):
     model, args = build("copier", tiny_config(workdir / "stats.npz", target_positional_encoding=True))
-    # Issue 7 item 1 (fixed on another branch): embed_target multiplies by sqrt(d) and
-    # ESPnet's PositionalEncoding multiplies by sqrt(d) again, so positions are ~1/d of
-    # the target signal and this tiny teacher does not learn to copy in its budget.
-    # Undo the first scaling so that PositionalEncoding's is the only one (the intended
-    # weight of positions). Drop this once the fix is merged.
-    encoder = model.encoder
-    if encoder.target_positional_encoding is not None and getattr(encoder, "target_scale", 1.0) != 1.0:
-        encoder.target_scale = 1.0
     start = time.perf_counter()
     train(model, COPIER_STEPS, silent=True, seed=1)
     TIMINGS["copier"] = time.perf_counter() - start

@@ -277,12 +277,14 @@ def plot_attention(model, data, utt_ids: Sequence[str], out_dir: Path) -> List[P
         _, lengths, attention = ctc_log_probs(model, [utt], return_attention=True)
         if attention is None:
             continue
-        weights = attention[0].mean(dim=0)[: int(lengths[0]), : len(utt.token_ids)].numpy()
-        fig, ax = plt.subplots(figsize=(max(6, len(utt.token_ids) * 0.3), 4))
+        weights = attention[0].mean(dim=0)[: int(lengths[0])].numpy()
+        fig, ax = plt.subplots(figsize=(max(6, weights.shape[1] * 0.3), 4))
         ax.imshow(weights.T, aspect="auto", origin="lower", interpolation="nearest", cmap="viridis")
-        ax.set_yticks(range(len(utt.token_ids)))
-        ax.set_yticklabels(["_" if token_list[t] == "<space>" else token_list[t] for t in utt.token_ids],
-                           fontsize=7)
+        # with target_ctc_expansion the attended sequence is the expanded one, not the transcript
+        if weights.shape[1] == len(utt.token_ids):
+            ax.set_yticks(range(len(utt.token_ids)))
+            ax.set_yticklabels(["_" if token_list[t] == "<space>" else token_list[t]
+                                for t in utt.token_ids], fontsize=7)
         ax.set_xlabel("source frame (40 ms)")
         ax.set_ylabel("target token")
         ax.set_title(f"Oracle Teacher cross-attention (last block, mean over heads)\n{utt_id}: {utt.text}",
