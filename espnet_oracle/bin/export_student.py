@@ -84,8 +84,8 @@ def inference_files(config: dict, exp_dir: Path) -> dict:
 
 def pack_command(exp_dir: Path, files: dict) -> str:
     args = ["python", "-m", "espnet2.bin.pack", "asr",
-            "--asr_train_config", pack_path(exp_dir / INFERENCE_CONFIG),
-            "--asr_model_file", pack_path(exp_dir / "valid.loss.ave.pth")]
+            "--asr_train_config", str(exp_dir / INFERENCE_CONFIG),
+            "--asr_model_file", str(exp_dir / "valid.loss.ave.pth")]
     for path in files.values():
         args += ["--option", path]
     args += ["--outpath", f"{exp_dir.name}.zip"]
