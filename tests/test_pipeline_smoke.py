@@ -209,8 +209,11 @@ def test_teacher_eval_summary(recipe):
     for key, metrics in expected.items():
         for metric in metrics:
             assert (*key, metric) in table, f"summary.tsv lacks {key} {metric}"
+    # the copy probes run on the probe sets only (more probes there are welcome)
     probed = {(s, set_name, p) for s, set_name, p, _ in table}
-    assert probed == set(expected), f"unexpected rows: {probed ^ set(expected)}"
+    for set_name in set(DECODE_SETS) - set(PROBE_SETS):
+        rows = {key for key in probed if key[1] == set_name}
+        assert rows == {key for key in expected if key[1] == set_name}, f"{set_name}: {rows}"
 
     for (system, set_name, probe, metric), value in table.items():
         where = f"{system} {set_name} {probe} {metric} = {value}"
