@@ -69,14 +69,20 @@ def main(argv=None):
     parser.add_argument("--token_list", default="data/token_list/char/tokens.txt")
     parser.add_argument("--stats_file", default="dump/fbank/train/feats_stats.npz")
     parser.add_argument("--feats_dir", default="dump/fbank/train")
-    parser.add_argument("--student_exp", default="exp/student_nokd_seed1",
-                        help="a trained student: its config.yaml gives the text preprocessing")
+    parser.add_argument("--student_exp", default=None,
+                        help="a trained student: its config.yaml gives the text preprocessing "
+                             "(default: the no-KD student of seed 1 under --exp)")
     parser.add_argument("--post_scp", default="exp/teacher_oracle/posteriors/train/post.scp")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.student_exp is None:
+        found = sorted(Path(args.exp).glob("student_nokd_*seed1"))
+        if not found:
+            sys.exit(f"benchmark: no trained no-KD student under {args.exp}; pass --student_exp")
+        args.student_exp = str(found[0])
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
