@@ -1,19 +1,32 @@
 """End-to-end smoke run of run.sh stages 0-10 on a tiny subset of the real corpus.
 
 One run of the whole pipeline (tiny data, 1-epoch models, one student seed)
-checks that the stages connect: every stage's outputs exist, the Oracle Teacher
-probe table and RESULTS.md are written, a student decodes through stock ESPnet
-Speech2Text, and a re-run of finished stages changes nothing. Numbers from
-such a run mean nothing; the benchmark and RESULTS.md runs use full sizes.
+checks that the stages connect and that what they write is consistent: every
+decode covers exactly its set, score files add up (and agree with an
+independent edit distance), the teacher probe table, posterior statistics,
+RESULTS.md and the stage times hold the values they should; the students
+decode through stock ESPnet ``Speech2Text`` exactly as the recipe decodes them,
+also after ``espnet2.bin.pack`` and unpacking elsewhere; a re-run of finished
+stages changes nothing. The numbers themselves mean nothing (1-epoch models);
+the benchmark and RESULTS.md runs use full sizes.
+
+``ESPNET_ORACLE_SMOKE_DIR=<dir>`` runs the pipeline in ``<dir>`` and keeps it;
+a later run with the same dir reuses the finished pipeline (to iterate on these
+tests without the several-minute run). Remove the dir after changing the code.
 """
 
 import hashlib
+import json
+import math
 import os
+import re
 import subprocess
 import sys
+from itertools import groupby
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # run.sh runs in a temporary recipe dir: a relative FSDD path must not depend on the cwd
@@ -23,14 +36,22 @@ pytestmark = pytest.mark.skipif(
     not (FSDD / "recordings").is_dir(), reason=f"FSDD corpus not found at {FSDD}"
 )
 
+SIZES = {"train": 48, "dev": 12, "test": 12, "test_unseen": 12}
+BEAM = 2
 TINY = [
-    "--data_opts", "--num_train 48 --num_dev 12 --num_test 12 --num_test_unseen 12",
+    "--data_opts", " ".join(f"--num_{name} {n}" for name, n in SIZES.items()),
     "--teacher_train_opts", "--max_epoch 1 --batch_size 16",
     "--student_train_opts", "--max_epoch 1 --batch_size 16",
     "--seeds", "1",
     "--probe_sets", "dev",
-    "--beam_size", "2",
+    "--beam_size", str(BEAM),
 ]
+DECODE_SETS = ("dev", "test", "test_unseen")
+PROBE_SETS = ("dev",)
+TEACHERS = ("teacher_conventional", "teacher_oracle")
+STUDENTS = ("nokd", "convkd", "oraclekd")
+MODES = ("greedy", "beam")
+NUMBER = re.compile(r"^-?\d+(\.\d+)?( ± \d+(\.\d+)?)?$")
 
 
 def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
@@ -48,100 +69,467 @@ def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
-    """A recipe dir laid out like egs/<corpus>/: links to the top-level conf/ and local/."""
-    recipe = tmp_path_factory.mktemp("recipe")
+    """A recipe dir laid out like egs/<corpus>/ after a full run; returns (dir, run.sh stdout)."""
+    keep = os.environ.get("ESPNET_ORACLE_SMOKE_DIR")
+    recipe = Path(keep).resolve() if keep else tmp_path_factory.mktemp("recipe")
+    recipe.mkdir(parents=True, exist_ok=True)
+    log = recipe / "smoke_run.stdout"
+    if keep and log.is_file():
+        return recipe, log.read_text(encoding="utf-8")
     for name in ("conf", "local", "db.sh", "cmd.sh"):
-        (recipe / name).symlink_to(ROOT / name)
-    result = run(recipe, *TINY)
-    return recipe, result
+        if not (recipe / name).is_symlink():
+            (recipe / name).symlink_to(ROOT / name)
+    stdout = run(recipe, *TINY).stdout
+    log.write_text(stdout, encoding="utf-8")
+    return recipe, stdout
 
 
+# --------------------------------------------------------------------------- #
+# helpers                                                                      #
+# --------------------------------------------------------------------------- #
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def read_map(path: Path) -> dict:
+    """Kaldi-style ``key value...`` lines; asserts every key appears once."""
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        key, _, value = line.partition(" ")
+        assert key not in out, f"{path}: {key} appears twice"
+        out[key] = value.strip()
+    return out
+
+
+def set_ids(recipe: Path, name: str) -> set:
+    return set(read_map(recipe / "data" / name / "text"))
+
+
+def student_dir(exp: Path, system: str) -> Path:
+    """The seed-1 dir of a student system, whatever settings its name carries."""
+    dirs = sorted(set(exp.glob(f"student_{system}_seed1")) | set(exp.glob(f"student_{system}_*seed1")))
+    assert len(dirs) == 1, f"expected one seed-1 dir of {system} in {exp}, found {dirs}"
+    return dirs[0]
+
+
+def systems(exp: Path) -> list:
+    return [exp / t for t in TEACHERS] + [student_dir(exp, s) for s in STUDENTS]
+
+
+def edit_distance(ref: list, hyp: list) -> int:
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1]
+
+
+def floats(text: str) -> float:
+    value = float(text)
+    assert not math.isinf(value), text
+    return value
+
+
+# --------------------------------------------------------------------------- #
+# stages 0-3                                                                   #
+# --------------------------------------------------------------------------- #
 def test_every_stage_prints_its_number(recipe):
-    _, result = recipe
+    _, stdout = recipe
     for stage in range(11):
-        assert f"stage {stage}:" in result.stdout, f"stage {stage} did not announce itself"
+        assert f"stage {stage}:" in stdout, f"stage {stage} did not announce itself"
 
 
 def test_stages_0_to_3_outputs(recipe):
     recipe, _ = recipe
-    for name in ("train", "dev", "test", "test_unseen"):
+    for name, size in SIZES.items():
         data = recipe / "data" / name
         for f in ("wav.scp", "text", "utt2spk", "spk2utt", "utt2snr", "utt2noise", "word_align"):
             assert (data / f).is_file(), f"missing {data / f}"
-        assert (recipe / "dump" / "fbank" / name / "feats.scp").is_file()
+        ids = set_ids(recipe, name)
+        assert len(ids) == size
+        for f in ("wav.scp", "utt2spk", "utt2snr", "utt2noise"):
+            assert set(read_map(data / f)) == ids, f"{data / f} does not cover {data / 'text'}"
+        dump = recipe / "dump" / "fbank" / name
+        assert set(read_map(dump / "feats.scp")) == ids
+        assert set(read_map(dump / "text")) == ids
     assert (recipe / "dump" / "fbank" / "train" / "feats_stats.npz").is_file()
     tokens = (recipe / "data" / "token_list" / "char" / "tokens.txt").read_text().split("\n")
     assert tokens[0] == "<blank>" and tokens[1] == "<unk>"
 
 
-def test_teachers_and_probe(recipe):
+def test_stage_times_cover_every_stage(recipe):
     recipe, _ = recipe
-    for teacher in ("teacher_conventional", "teacher_oracle"):
+    stages = set()
+    for line in (recipe / "exp" / "stage_times.tsv").read_text().splitlines():
+        stage, name, seconds = line.split("\t")
+        assert name and int(seconds) >= 0, line
+        stages.update(int(s) for s in stage.split("+"))
+    assert stages == set(range(11))
+
+
+# --------------------------------------------------------------------------- #
+# stages 4-7                                                                   #
+# --------------------------------------------------------------------------- #
+def test_teachers_train(recipe):
+    recipe, _ = recipe
+    for teacher in TEACHERS:
         assert (recipe / "exp" / teacher / "valid.loss.ave.pth").is_file()
         curve = (recipe / "exp" / teacher / "cer_curve.tsv").read_text().splitlines()
         assert curve[0].split("\t")[:2] == ["epoch", "dev_cer"] and len(curve) == 2
-    summary = (recipe / "exp" / "teacher_eval" / "summary.tsv").read_text()
-    for needle in ("true_transcript", "other_transcript", "copy_rate", "zeroed_source", "time_to_cer"):
-        assert needle in summary
+        epoch, dev_cer = curve[1].split("\t")[:2]
+        assert int(float(epoch)) == 1 and 0 <= floats(dev_cer)
     assert list((recipe / "exp" / "teacher_eval").glob("attention_*.png"))
 
 
-def test_posteriors_students_decode_results(recipe):
+def test_teacher_eval_summary(recipe):
     recipe, _ = recipe
     exp = recipe / "exp"
-    for teacher in ("teacher_conventional", "teacher_oracle"):
-        for name in ("train", "dev"):
-            assert (exp / teacher / "posteriors" / name / "post.scp").is_file()
-    for system in ("nokd", "convkd", "oraclekd"):
-        student = exp / f"student_{system}_seed1"
-        assert (student / "config.inference.yaml").is_file()
-        for name in ("dev", "test", "test_unseen"):
-            for mode in ("greedy", "beam"):
-                assert (student / f"decode_{name}_{mode}" / "scores.json").is_file()
-    assert (exp / "teacher_oracle" / "decode_test_greedy" / "ORACLE").is_file()
-    assert list((exp / "plots").glob("posteriorgram_*.png"))
-    results = (recipe / "RESULTS.md").read_text()
-    assert "student, KD from Oracle Teacher" in results and "Wall time per stage" in results
+    lines = (exp / "teacher_eval" / "summary.tsv").read_text().splitlines()
+    assert lines[0] == "system\tset\tprobe\tmetric\tvalue"
+    table = {}
+    for line in lines[1:]:
+        system, set_name, probe, metric, value = line.split("\t")
+        assert (system, set_name, probe, metric) not in table, line
+        table[system, set_name, probe, metric] = float(value)
+    rates = ("cer", "wer", "n_utts")
+    expected = {}
+    for set_name in DECODE_SETS:
+        expected[("teacher_conventional", set_name, "audio_only")] = rates
+        expected[("teacher_oracle", set_name, "true_transcript")] = rates
+        if set_name in PROBE_SETS:
+            expected[("teacher_oracle", set_name, "other_transcript")] = rates + (
+                "cer_vs_fed", "copy_rate", "truth_rate")
+            expected[("teacher_oracle", set_name, "zeroed_source")] = rates
+    speed = ("target_dev_cer", "conventional_epoch", "conventional_seconds", "oracle_epoch",
+             "oracle_seconds", "oracle_best_dev_cer", "ratio")
+    expected[("teacher_oracle", "dev", "time_to_cer")] = speed
+    for key, metrics in expected.items():
+        for metric in metrics:
+            assert (*key, metric) in table, f"summary.tsv lacks {key} {metric}"
+    # the copy probes run on the probe sets only (more probes there are welcome)
+    probed = {(s, set_name, p) for s, set_name, p, _ in table}
+    for set_name in set(DECODE_SETS) - set(PROBE_SETS):
+        rows = {key for key in probed if key[1] == set_name}
+        assert rows == {key for key in expected if key[1] == set_name}, f"{set_name}: {rows}"
+
+    for (system, set_name, probe, metric), value in table.items():
+        where = f"{system} {set_name} {probe} {metric} = {value}"
+        if probe == "time_to_cer":
+            continue
+        assert math.isfinite(value), where
+        if metric == "n_utts":
+            assert value == SIZES[set_name], where
+        elif metric.endswith("_rate"):
+            assert 0 <= value <= 1, where
+        else:
+            assert value >= 0, where
+    for set_name in PROBE_SETS:
+        key = ("teacher_oracle", set_name, "other_transcript")
+        # fed a transcript that differs from the truth, an output cannot equal both
+        assert table[(*key, "copy_rate")] + table[(*key, "truth_rate")] <= 1
+
+    # stage 6 decodes like stage 9 / scores like stage 10 (summary.tsv rounds to 4 decimals)
+    for set_name in DECODE_SETS:
+        for system, probe in (("teacher_conventional", "audio_only"), ("teacher_oracle", "true_transcript")):
+            scores = json.loads((exp / system / f"decode_{set_name}_greedy" / "scores.json").read_text())
+            for metric in ("cer", "wer"):
+                assert table[(system, set_name, probe, metric)] == pytest.approx(scores[metric], abs=1e-3), \
+                    f"{system} {set_name}: teacher_eval {metric} differs from stage 9/10"
+
+    # time to CER: the conventional teacher's curve gives the target, which it reaches
+    speed = {m: table[("teacher_oracle", "dev", "time_to_cer", m)] for m in speed}
+    curves = {t: [line.split("\t") for line in (exp / t / "cer_curve.tsv").read_text().splitlines()[1:]]
+              for t in TEACHERS}
+    assert speed["target_dev_cer"] == pytest.approx(
+        min(float(row[1]) for row in curves["teacher_conventional"]), abs=1e-3)
+    assert speed["oracle_best_dev_cer"] == pytest.approx(
+        min(float(row[1]) for row in curves["teacher_oracle"]), abs=1e-3)
+    assert speed["conventional_epoch"] == 1 and speed["conventional_seconds"] >= 0
+    reached = speed["oracle_best_dev_cer"] <= speed["target_dev_cer"] + 1e-9
+    for metric in ("oracle_epoch", "oracle_seconds", "ratio"):
+        assert math.isfinite(speed[metric]) == reached, (metric, speed)
 
 
-def test_student_decodes_with_stock_speech2text(recipe, monkeypatch):
+def test_posterior_dumps(recipe):
     recipe, _ = recipe
-    monkeypatch.chdir(recipe)  # paths in scp files are relative to the recipe dir, as in Kaldi
+    for teacher in TEACHERS:
+        for name in ("train", "dev"):
+            out = recipe / "exp" / teacher / "posteriors" / name
+            ids = set_ids(recipe, name)
+            assert set(read_map(out / "post.scp")) == ids
+            frames = {u: int(n) for u, n in read_map(out / "utt2num_frames").items()}
+            assert set(frames) == ids
+            # conv2d (x4) subsampling of every utterance's own feature frames
+            shape = read_map(recipe / "dump" / "fbank" / name / "feats_shape")
+            for utt, n in frames.items():
+                feature_frames = int(shape[utt].split(",")[0])
+                assert n == ((feature_frames - 1) // 2 - 1) // 2 > 0, (utt, n, feature_frames)
+            stats = json.loads((out / "stats.json").read_text())
+            assert stats["utterances"] == len(ids) == SIZES[name]
+            assert stats["frames"] == sum(frames.values())
+            assert stats["bytes"] > 0
+            assert stats["bytes_per_frame"] == pytest.approx(stats["bytes"] / stats["frames"])
+
+
+# --------------------------------------------------------------------------- #
+# stages 8-10                                                                  #
+# --------------------------------------------------------------------------- #
+def test_decodes_cover_each_set(recipe):
+    recipe, _ = recipe
+    exp = recipe / "exp"
+    for system in systems(exp):
+        for name in DECODE_SETS:
+            ids = set_ids(recipe, name)
+            for mode in MODES:
+                d = system / f"decode_{name}_{mode}"
+                where = f"{d.relative_to(recipe)}"
+                assert set(read_map(d / "text")) == ids, f"{where}/text does not cover {name}"
+                tokens = read_map(d / "token")
+                assert set(tokens) == ids, f"{where}/token does not cover {name}"
+                assert (d / "mode").read_text().strip() == mode
+                assert (d / "ORACLE").exists() == (system.name == "teacher_oracle"), where
+                if mode == "greedy":
+                    frames = read_map(d / "ctc_frames")
+                    assert set(frames) == ids, f"{where}/ctc_frames does not cover {name}"
+                    for utt in ids:
+                        assert len(frames[utt].split()) == len(tokens[utt].split()), (where, utt)
+                    assert float((d / "frame_shift_ms").read_text()) == 40.0
+
+
+UTT_LINE = re.compile(r"^(\S+)\tref=(.*)\thyp=(.*)\terrors=(\d+) "
+                      r"\(n=(\d+) sub=(\d+) del=(\d+) ins=(\d+)\)")
+
+
+def check_result_txt(path: Path, unit: str, refs: dict, hyps: dict, counts: dict) -> dict:
+    """Per-utterance lines of score_*/result.txt: exact edit distances, sums = ``counts``."""
+    per_utt = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = UTT_LINE.match(line)
+        if m:
+            utt = m.group(1)
+            errors, n, sub, dele, ins = map(int, m.groups()[3:])
+            assert utt not in per_utt, f"{path}: {utt} twice"
+            assert errors == sub + dele + ins, f"{path}: {line}"
+            assert m.group(2).split() == refs[utt].split() and m.group(3).split() == hyps[utt].split()
+            ref, hyp = refs[utt].split(), hyps[utt].split()
+            if unit == "char":
+                ref, hyp = list("".join(ref)), list("".join(hyp))
+            assert n == len(ref), f"{path}: {utt} n={n}, reference has {len(ref)} {unit}s"
+            assert errors == edit_distance(ref, hyp), f"{path}: {utt} errors={errors}"
+            per_utt[utt] = dict(errors=errors, n=n, sub=sub, dele=dele, ins=ins)
+    assert set(per_utt) == set(refs), f"{path}: per-utterance lines do not cover the set"
+    total = {k: sum(u[k] for u in per_utt.values()) for k in ("n", "sub", "dele", "ins", "errors")}
+    assert counts["n_ref"] == total["n"]
+    assert (counts["sub"], counts["del"], counts["ins"]) == (total["sub"], total["dele"], total["ins"])
+    assert counts["err"] == counts["sub"] + counts["del"] + counts["ins"] == total["errors"]
+    assert counts["cor"] == counts["n_ref"] - counts["sub"] - counts["del"]
+    assert counts["n_sent"] == len(refs)
+    assert counts["n_sent_err"] == sum(u["errors"] > 0 for u in per_utt.values())
+    assert counts["rate"] == pytest.approx(100.0 * counts["err"] / counts["n_ref"])
+    assert counts["ser"] == pytest.approx(100.0 * counts["n_sent_err"] / counts["n_sent"])
+    text = path.read_text(encoding="utf-8")
+    assert (f"Counts: N={counts['n_ref']} Corr={counts['cor']} Sub={counts['sub']} Del={counts['del']} "
+            f"Ins={counts['ins']} Err={counts['err']}") in text
+    return per_utt
+
+
+def test_scores_add_up(recipe):
+    recipe, _ = recipe
+    for system in systems(recipe / "exp"):
+        for name in DECODE_SETS:
+            data = recipe / "data" / name
+            refs = read_map(data / "text")
+            utt2snr, utt2noise = read_map(data / "utt2snr"), read_map(data / "utt2noise")
+            for mode in MODES:
+                d = system / f"decode_{name}_{mode}"
+                hyps = read_map(d / "text")
+                scores = json.loads((d / "scores.json").read_text())
+                assert scores["n_utts"] == SIZES[name]
+                words = check_result_txt(d / "score_wer" / "result.txt", "word", refs, hyps,
+                                         scores["wer_counts"])
+                check_result_txt(d / "score_cer" / "result.txt", "char", refs, hyps, scores["cer_counts"])
+                assert scores["wer"] == scores["wer_counts"]["rate"]
+                assert scores["cer"] == scores["cer_counts"]["rate"]
+                assert scores["ser"] == scores["wer_counts"]["ser"]
+
+                # per-condition WER: each row from the per-utterance counts of its utterances
+                rows = [line.split("\t") for line in (d / "score_conditions.tsv").read_text().splitlines()]
+                assert rows[0] == ["condition", "n_utts", "n_words", "WER"]
+                seen = set()
+                for condition, n_utts, n_words, wer in rows[1:]:
+                    keys = dict(part.split("=") for part in condition.split(",")) if condition != "all" else {}
+                    utts = [u for u in refs if all({"snr": utt2snr, "noise": utt2noise}[k][u] == v
+                                                   for k, v in keys.items())]
+                    assert int(n_utts) == len(utts) > 0, (d, condition)
+                    assert int(n_words) == sum(words[u]["n"] for u in utts), (d, condition)
+                    errors = sum(words[u]["errors"] for u in utts)
+                    assert float(wer) == pytest.approx(100.0 * errors / int(n_words), abs=0.006), (d, condition)
+                    seen.add(condition)
+                # every SNR and noise condition of the set has its row
+                assert {f"snr={v}" for v in utt2snr.values()} <= seen
+                assert {f"noise={v}" for v in utt2noise.values()} <= seen
+                assert scores["wer_by_snr"].keys() == {v for v in utt2snr.values()}
+
+
+def test_results_md(recipe):
+    recipe, _ = recipe
+    exp = recipe / "exp"
+    results = (recipe / "RESULTS.md").read_text()
+    assert "Wall time per stage" in results
+    table = results.split("## Systems", 1)[1].split("\n### ", 1)[0]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in table.splitlines() if line.startswith("|")]
+    header, rows = rows[0], rows[2:]
+    labels = {
+        "teacher_conventional": "conventional teacher",
+        "teacher_oracle": "Oracle Teacher",
+        "nokd": "student, no KD",
+        "convkd": "student, KD from conventional teacher",
+        "oraclekd": "student, KD from Oracle Teacher",
+    }
+    for key, label in labels.items():
+        matching = [r for r in rows if r[0].startswith(label)]
+        assert len(matching) == 1, f"RESULTS.md: no single row for {label!r}"
+        row = dict(zip(header, matching[0]))
+        system = exp / key if key in TEACHERS else student_dir(exp, key)
+        for name in DECODE_SETS:
+            scores = json.loads((system / f"decode_{name}_greedy" / "scores.json").read_text())
+            for metric in ("WER", "CER"):
+                cell = row[f"{name} {metric}"]
+                assert NUMBER.match(cell), f"RESULTS.md {label}: {name} {metric} = {cell!r}"
+                # one seed: the cell is the score itself
+                assert cell == f"{scores[metric.lower()]:.2f}", (label, name, metric)
+        assert NUMBER.match(row["train time (s)"]), (label, row)
+        assert re.match(r"^\d+\.\d+ M$", row["params"]), (label, row)
+    # the beam-search table: one numeric row per system
+    beam = results.split("### CTC prefix beam search", 1)[1].split("\n### ", 1)[0]
+    beam_rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+                 for line in beam.splitlines() if line.startswith("|")][2:]
+    for label in labels.values():
+        matching = [r for r in beam_rows if r[0].startswith(label)]
+        assert len(matching) == 1 and all(NUMBER.match(c) for c in matching[0][1:]), (label, beam_rows)
+
+
+def test_students_export_and_plots(recipe):
+    recipe, _ = recipe
+    exp = recipe / "exp"
+    for system in STUDENTS:
+        config = yaml.safe_load((student_dir(exp, system) / "config.inference.yaml").read_text())
+        assert config["model"] == "espnet"
+        assert not any(k.startswith("kd_") for k in config.get("model_conf") or {})
+    assert list((exp / "plots").glob("posteriorgram_*.png"))
+
+
+# --------------------------------------------------------------------------- #
+# stock ESPnet                                                                 #
+# --------------------------------------------------------------------------- #
+def load_features(recipe: Path, name: str) -> dict:
     import kaldiio
+
+    # paths in scp files are relative to the recipe dir, as in Kaldi
+    cwd = os.getcwd()
+    os.chdir(recipe)
+    try:
+        feats = kaldiio.load_scp(str(Path("dump") / "fbank" / name / "feats.scp"))
+        return {utt: feats[utt] for utt in sorted(feats.keys())}
+    finally:
+        os.chdir(cwd)
+
+
+def stock_decode(speech2text, feats: dict) -> tuple:
+    """Greedy CTC (best path of the stock model) and Speech2Text's CTC beam search, as word lists."""
     import torch
+
+    model = speech2text.asr_model
+    greedy, beam = {}, {}
+    for utt, array in feats.items():
+        with torch.no_grad():
+            x = torch.from_numpy(array.copy())[None]
+            enc, _ = model.encode(x, torch.tensor([x.shape[1]]))
+            best = model.ctc.argmax(enc)[0].tolist()
+        ids = [t for t, _ in groupby(best) if t != model.blank_id]
+        greedy[utt] = speech2text.tokenizer.tokens2text(speech2text.converter.ids2tokens(ids)).split()
+        text = speech2text(torch.from_numpy(array.copy()))[0][0]
+        beam[utt] = text.split()
+    return greedy, beam
+
+
+def recipe_decode(system: Path, name: str, mode: str) -> dict:
+    return {u: t.split() for u, t in read_map(system / f"decode_{name}_{mode}" / "text").items()}
+
+
+def test_students_decode_with_stock_speech2text(recipe):
+    recipe, _ = recipe
     from espnet2.bin.asr_inference import Speech2Text
 
-    student = recipe / "exp" / "student_oraclekd_seed1"
-    # stock ESPnet: no espnet_oracle import is needed to build this model
-    speech2text = Speech2Text(
-        asr_train_config=str(student / "config.inference.yaml"),
-        asr_model_file=str(student / "valid.loss.ave.pth"),
-        ctc_weight=1.0, beam_size=2, device="cpu",
-    )
-    assert type(speech2text.asr_model).__name__ == "ESPnetASRModel"
-    feats = kaldiio.load_scp(str(recipe / "dump" / "fbank" / "test" / "feats.scp"))
-    utt = sorted(feats.keys())[0]
-    results = speech2text(torch.from_numpy(feats[utt]))
-    assert isinstance(results[0][0], str)
+    feats = {name: load_features(recipe, name) for name in DECODE_SETS}
+    cwd = os.getcwd()
+    os.chdir(recipe)  # config.inference.yaml names its files relative to the recipe dir
+    try:
+        for system in STUDENTS:
+            student = student_dir(recipe / "exp", system)
+            # stock ESPnet: no espnet_oracle import is needed to build this model
+            speech2text = Speech2Text(
+                asr_train_config=str(student / "config.inference.yaml"),
+                asr_model_file=str(student / "valid.loss.ave.pth"),
+                ctc_weight=1.0, beam_size=BEAM, device="cpu",
+            )
+            assert type(speech2text.asr_model).__name__ == "ESPnetASRModel"
+            for name in DECODE_SETS:
+                greedy, beam = stock_decode(speech2text, feats[name])
+                assert len(greedy) == SIZES[name]
+                assert greedy == recipe_decode(student, name, "greedy"), f"{student.name} {name} greedy"
+                assert beam == recipe_decode(student, name, "beam"), f"{student.name} {name} beam"
+    finally:
+        os.chdir(cwd)
 
 
-def test_student_packs_with_stock_espnet(recipe, tmp_path):
+def test_student_packs_with_stock_espnet(recipe, tmp_path, monkeypatch):
+    """Pack from the recipe dir, unpack in another dir with the recipe dir gone, decode there."""
     recipe, _ = recipe
-    student = recipe / "exp" / "student_convkd_seed1"
-    out = tmp_path / "student.zip"
+    from espnet2.bin.asr_inference import Speech2Text
+    from espnet2.main_funcs.pack_funcs import unpack
+
+    student = student_dir(recipe / "exp", "oraclekd")
+    config = yaml.safe_load((student / "config.inference.yaml").read_text())
+    stats = config["normalize_conf"]["stats_file"]
+    # the exp dir holds what the model needs, named relative to the recipe dir (as pack stores it)
+    assert not os.path.isabs(stats) and (recipe / stats).resolve().parent == student.resolve()
+    extra = [stats] + ([config["bpemodel"]] if config.get("bpemodel") else [])
+    rel = student.relative_to(recipe)
+    archive = tmp_path / "student.zip"
     result = subprocess.run(
         [sys.executable, "-m", "espnet2.bin.pack", "asr",
-         "--asr_train_config", str(student / "config.inference.yaml"),
-         "--asr_model_file", str(student / "valid.loss.ave.pth"),
-         "--outpath", str(out)],
+         "--asr_train_config", str(rel / "config.inference.yaml"),
+         "--asr_model_file", str(rel / "valid.loss.ave.pth"),
+         *[a for f in extra for a in ("--option", f)],
+         "--outpath", str(archive)],
         cwd=recipe, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert out.is_file() and out.stat().st_size > 0
+    feats = load_features(recipe, "test")
+    expected = recipe_decode(student, "test", "beam")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    hidden = recipe.with_name(recipe.name + ".hidden")
+    recipe.rename(hidden)  # nothing of the recipe dir may be needed from here on
+    try:
+        files = unpack(archive, "unpacked")
+        unpacked = yaml.safe_load(Path(files["asr_train_config"]).read_text())
+        assert Path(unpacked["normalize_conf"]["stats_file"]).resolve().is_relative_to(elsewhere.resolve())
+        speech2text = Speech2Text(
+            asr_train_config=files["asr_train_config"], asr_model_file=files["asr_model_file"],
+            ctc_weight=1.0, beam_size=BEAM, device="cpu",
+        )
+        _, beam = stock_decode(speech2text, feats)
+    finally:
+        hidden.rename(recipe)
+    assert beam == expected
 
 
 def test_rerun_is_idempotent(recipe):
@@ -151,7 +539,8 @@ def test_rerun_is_idempotent(recipe):
         recipe / "dump" / "fbank" / "train" / "feats.scp",
         recipe / "exp" / "teacher_oracle" / "valid.loss.ave.pth",
         recipe / "exp" / "teacher_oracle" / "posteriors" / "train" / "post.scp",
-        recipe / "exp" / "student_nokd_seed1" / "decode_test_greedy" / "text",
+        student_dir(recipe / "exp", "nokd") / "decode_test_greedy" / "text",
+        student_dir(recipe / "exp", "oraclekd") / "config.inference.yaml",
     ]
     before = {p: digest(p) for p in watched}
     result = run(recipe, *TINY, "--stage", "1", "--stop_stage", "9")
