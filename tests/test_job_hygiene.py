@@ -12,8 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_LOCAL = ROOT / "scripts" / "run_local.sh"
@@ -91,18 +89,18 @@ def test_run_local_appends_logs_with_a_header_per_attempt(tmp_path):
 
 
 def fake_slurm(tmp_path: Path) -> dict:
-    """sbatch / scancel stand-ins: sbatch records its arguments, prints a job id (1001, 1002, ...)
-    and "runs" the job: one whose --wrap mentions mode_1 fails at once, mode_2 waits until killed."""
+    """sbatch / scancel stand-ins: sbatch records its arguments, prints a job id (1000 + job index)
+    and "runs" the job: one whose --wrap mentions mode_1 fails after 1 s, mode_2 waits until killed."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     write_exe(bin_dir / "sbatch", (
         "#!/usr/bin/env bash\n"
         f"calls={tmp_path}/sbatch_calls\n"
-        'n=$(( $(ls "$calls".* 2>/dev/null | wc -l) + 1 ))\n'
+        'for a in "$@"; do case "$a" in --output=*) n=${a##*.} ;; esac; done  # job index: log.<n>\n'
         'printf "%s\\n" "$@" > "$calls.$n"\n'
         'echo $((1000 + n))\n'
         'case "$*" in\n'
-        "  *mode_1*) exit 1 ;;\n"
+        "  *mode_1*) sleep 1; exit 1 ;;\n"
         f"  *mode_2*) echo $$ > {tmp_path}/sleeping_sbatch; exec sleep 60 ;;\n"
         "esac\n"
     ))
@@ -151,3 +149,39 @@ def test_run_slurm_failing_job_cancels_the_others(tmp_path):
     assert "1002" in (tmp_path / "scancel_calls").read_text().split()
     time.sleep(0.2)
     assert not alive(sleeper)
+
+
+# ---- run.sh: background teachers ----
+
+
+def test_run_sh_failing_background_teacher_ends_the_other(tmp_path):
+    """Stages 4 and 5 side by side: when the conventional teacher's training fails, the Oracle
+    Teacher's (still running) is ended and run.sh stops at once, naming the failed stage."""
+    recipe = tmp_path / "recipe"
+    recipe.mkdir()
+    for name in ("conf", "local", "db.sh"):
+        (recipe / name).symlink_to(ROOT / name)
+    fake = write_exe(tmp_path / "fake_train.sh", (
+        "#!/usr/bin/env bash\n"
+        'case "$1" in\n'
+        "  *teacher_conventional*) sleep 1; echo 'fake failure' >> \"$1\"; exit 1 ;;\n"
+        f"  *) echo $$ > {tmp_path}/sleeper.pid; exec sleep 60 ;;\n"
+        "esac\n"
+    ))
+    (recipe / "cmd.sh").write_text(f'export train_cmd="{fake}" decode_cmd="{fake}"\n')
+    (recipe / "data" / "token_list" / "char").mkdir(parents=True)
+    (recipe / "data" / "token_list" / "char" / "tokens.txt").write_text("<blank>\n<unk>\na\n<sos/eos>\n")
+    (recipe / "dump" / "fbank" / "train").mkdir(parents=True)
+    (recipe / "dump" / "fbank" / "train" / "feats_stats.npz").write_bytes(b"fake")
+    started = time.time()
+    result = subprocess.run(
+        [str(ROOT / "run.sh"), "--stage", "4", "--stop_stage", "5", "--ngpu", "0"],
+        cwd=recipe, capture_output=True, text=True, timeout=50,
+    )
+    elapsed = time.time() - started
+    sleeper = int(wait_for_file(tmp_path / "sleeper.pid"))
+    time.sleep(0.2)
+    assert result.returncode != 0, result.stdout
+    assert elapsed < 40, f"run.sh waited {elapsed:.0f} s for the sibling of the failed teacher"
+    assert not alive(sleeper), "the Oracle Teacher's training still runs after the other teacher failed"
+    assert "stage 4 (conventional teacher" in result.stderr
