@@ -31,6 +31,8 @@ TINY = [
     "--probe_sets", "dev",
     "--beam_size", "2",
 ]
+# student dir names carry the KD settings (defaults: weight 0.5, temperature 1, all frames)
+STUDENTS = ("student_nokd_seed1", "student_convkd_a0.5_t1_all_seed1", "student_oraclekd_a0.5_t1_all_seed1")
 
 
 def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
@@ -96,8 +98,8 @@ def test_posteriors_students_decode_results(recipe):
     for teacher in ("teacher_conventional", "teacher_oracle"):
         for name in ("train", "dev"):
             assert (exp / teacher / "posteriors" / name / "post.scp").is_file()
-    for system in ("nokd", "convkd", "oraclekd"):
-        student = exp / f"student_{system}_seed1"
+    for name in STUDENTS:
+        student = exp / name
         assert (student / "config.inference.yaml").is_file()
         for name in ("dev", "test", "test_unseen"):
             for mode in ("greedy", "beam"):
@@ -115,7 +117,7 @@ def test_student_decodes_with_stock_speech2text(recipe, monkeypatch):
     import torch
     from espnet2.bin.asr_inference import Speech2Text
 
-    student = recipe / "exp" / "student_oraclekd_seed1"
+    student = recipe / "exp" / "student_oraclekd_a0.5_t1_all_seed1"
     # stock ESPnet: no espnet_oracle import is needed to build this model
     speech2text = Speech2Text(
         asr_train_config=str(student / "config.inference.yaml"),
@@ -131,7 +133,7 @@ def test_student_decodes_with_stock_speech2text(recipe, monkeypatch):
 
 def test_student_packs_with_stock_espnet(recipe, tmp_path):
     recipe, _ = recipe
-    student = recipe / "exp" / "student_convkd_seed1"
+    student = recipe / "exp" / "student_convkd_a0.5_t1_all_seed1"
     out = tmp_path / "student.zip"
     result = subprocess.run(
         [sys.executable, "-m", "espnet2.bin.pack", "asr",
