@@ -92,6 +92,56 @@ done
 
 log() { echo "$(date '+%H:%M:%S') $*"; }
 die() { echo "$0: ERROR: $*" >&2; exit 1; }
+
+# ---- background jobs (parallel teachers, students) ----
+# Each runs in its own process group, so it can be ended with everything it started. When a job
+# fails, or this script dies (die, a failing command, INT, TERM), the other jobs are ended.
+bg_pids=()
+declare -A bg_what=()
+bg_start() {  # bg_start WHAT THREADS COMMAND...: run COMMAND in the background with OMP_NUM_THREADS=THREADS
+    local what=$1 threads=$2; shift 2
+    set -m
+    (export OMP_NUM_THREADS=${threads}; "$@") &
+    set +m
+    bg_pids+=($!)
+    bg_what[$!]=${what}
+}
+bg_forget() {  # bg_forget PID
+    local i
+    for i in "${!bg_pids[@]}"; do [ "${bg_pids[$i]}" != "$1" ] || unset 'bg_pids[i]'; done
+    bg_pids=("${bg_pids[@]}")
+}
+bg_wait_one() {  # wait for any background job; die (which ends the others) if it failed
+    local done_pid="" rc=0
+    wait -n -p done_pid "${bg_pids[@]}" || rc=$?
+    bg_forget "${done_pid}"
+    [ "${rc}" -eq 0 ] || die "${bg_what[${done_pid}]} failed (status ${rc})"
+}
+bg_wait_all() { while [ "${#bg_pids[@]}" -gt 0 ]; do bg_wait_one; done; }
+bg_end_all() {  # TERM every job's process group; KILL what is left after 10 s
+    local pid tries
+    for pid in "${bg_pids[@]}"; do kill -TERM -- "-${pid}" 2> /dev/null || true; done
+    for pid in "${bg_pids[@]}"; do
+        wait "${pid}" 2> /dev/null || true
+        for ((tries = 0; tries < 100; tries++)); do
+            kill -0 -- "-${pid}" 2> /dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-${pid}" 2> /dev/null || true
+    done
+    bg_pids=()
+}
+on_exit() {
+    local rc=$?
+    if [ "${BASHPID}" = "$$" ] && [ "${#bg_pids[@]}" -gt 0 ]; then
+        echo "$0: ending ${#bg_pids[@]} background job(s): $(for p in "${bg_pids[@]}"; do printf '%s; ' "${bg_what[$p]}"; done)" >&2
+        bg_end_all
+    fi
+    exit "${rc}"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 need() {  # need FILE "what produces it"
     [ -e "$1" ] || die "missing $1 — run $2 first"
 }
@@ -114,6 +164,15 @@ all_sets="${train_set} ${valid_set} ${test_sets}"
 python=python3
 [ -n "${VIRTUAL_ENV:-}" ] && python=${VIRTUAL_ENV}/bin/python
 
+# student_dirs [SYSTEMS [SEEDS]]: experiment dir names of the students (default: all of this run),
+# e.g. student_nokd_seed1, student_oraclekd_a0.5_t1_all_seed1 (KD settings in the name).
+# The one definition of these names is espnet_oracle/utils/systems.py (make_results uses it too).
+student_dirs() {
+    ${python} -m espnet_oracle.utils.systems --systems "${1:-${student_systems}}" --seeds "${2:-${seeds}}" \
+        --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}"
+}
+student_dirs > /dev/null || die "bad student settings (see above)"
+
 # Options every ESPnet training run shares: features, token list, normalization.
 common_train_args() {
     local token_args=(--token_type "${token_type}" --token_list "${token_list}")
@@ -130,23 +189,31 @@ common_train_args() {
         --resume true ${train_opts}
 }
 
-# train_model NAME CONFIG EXTRA_ARGS...: ESPnet training into exp/NAME, skipped when finished.
+# train_model NAME CONFIG EXTRA_ARGS...: ESPnet training into exp/NAME.
+# exp/NAME/stamp.json records the config, options and input fingerprints it is trained with
+# (espnet_oracle.bin.train_dir): a finished dir with the same stamp is skipped, an unfinished one
+# is resumed from its checkpoint.pth, and a dir made any other way is moved aside to
+# exp/NAME.stale-<time> (never deleted) and trained anew.
 train_model() {
     local name=$1 config=$2; shift 2
-    local dir=${exp}/${name}
-    if [ -f "${dir}/.done" ]; then
-        log "${dir} already trained; skipping (remove ${dir}/.done to retrain)"
-        return 0
-    fi
-    mkdir -p "${dir}"
-    log "training ${name} (log: ${dir}/train.log)"
-    # shellcheck disable=SC2046
+    local dir=${exp}/${name} state
+    # shellcheck disable=SC2207
+    local args=($(common_train_args) "$@")
+    state=$(${python} -m espnet_oracle.bin.train_dir --dir "${dir}" --config "${config}" -- "${args[@]}") \
+        || die "could not check ${dir} (see above)"
+    case "${state}" in
+        done)
+            log "${dir} already trained; skipping (same config, options and inputs; to retrain anyway, move ${dir} aside or remove it)"
+            return 0 ;;
+        resume) log "resuming the unfinished training of ${name} from ${dir}/checkpoint.pth (log: ${dir}/train.log)" ;;
+        train) log "training ${name} (log: ${dir}/train.log)" ;;
+        *) die "unexpected answer '${state}' from espnet_oracle.bin.train_dir" ;;
+    esac
     ${train_cmd} "${dir}/train.log" \
-        ${python} -m espnet_oracle.bin.asr_train --config "${config}" --output_dir "${dir}" \
-        $(common_train_args) "$@" \
-        || die "training ${name} failed; see ${dir}/train.log"
+        ${python} -m espnet_oracle.bin.asr_train --config "${config}" --output_dir "${dir}" "${args[@]}" \
+        || die "training ${name} failed; see ${dir}/train.log (rerun the stage to resume it)"
     ${python} -m espnet_oracle.bin.training_curve --exp_dir "${dir}" \
-        || die "could not read the training log of ${name}"
+        || die "could not read the training curve of ${name} from ${dir}/checkpoint.pth"
     touch "${dir}/.done"
 }
 
@@ -198,7 +265,7 @@ if run_stage 3; then
     stage_done 3 tokens
 fi
 
-teacher_pid=""
+teachers_in_background=false
 if run_stage 4; then
     log "stage 4: train the conventional (source-only) teacher"
     stage_timer_start
@@ -207,9 +274,10 @@ if run_stage 4; then
     if [ "${parallel_teachers}" = true ] && run_stage 5 && [ "${ngpu}" -eq 0 ]; then
         # Two CPU trainings side by side use the two cores better than one after the other.
         # shellcheck disable=SC2086
-        OMP_NUM_THREADS=1 train_model teacher_conventional "${teacher_conf}" ${teacher_train_opts} &
-        teacher_pid=$!
-        log "stage 4 runs in the background (pid ${teacher_pid}); stage 5 waits for it"
+        bg_start "stage 4 (conventional teacher; see ${exp}/teacher_conventional/train.log)" 1 \
+            train_model teacher_conventional "${teacher_conf}" ${teacher_train_opts}
+        teachers_in_background=true
+        log "stage 4 runs in the background beside stage 5; if either fails, the other is ended"
     else
         # shellcheck disable=SC2086
         OMP_NUM_THREADS=${nj} train_model teacher_conventional "${teacher_conf}" ${teacher_train_opts}
@@ -219,15 +287,18 @@ fi
 
 if run_stage 5; then
     log "stage 5: train the Oracle Teacher"
-    [ -n "${teacher_pid}" ] || stage_timer_start
+    [ "${teachers_in_background}" = true ] || stage_timer_start
     need "${token_list}" "stage 3 (token list)"
     need "${stats_file}" "stage 2 (features)"
-    # shellcheck disable=SC2086
-    OMP_NUM_THREADS=$([ -n "${teacher_pid}" ] && echo 1 || echo "${nj}") train_model teacher_oracle "${oracle_conf}" ${teacher_train_opts}
-    if [ -n "${teacher_pid}" ]; then
-        wait "${teacher_pid}" || die "stage 4 (conventional teacher) failed; see ${exp}/teacher_conventional/train.log"
+    if [ "${teachers_in_background}" = true ]; then
+        # shellcheck disable=SC2086
+        bg_start "stage 5 (Oracle Teacher; see ${exp}/teacher_oracle/train.log)" 1 \
+            train_model teacher_oracle "${oracle_conf}" ${teacher_train_opts}
+        bg_wait_all
         stage_done 4+5 teachers_in_parallel
     else
+        # shellcheck disable=SC2086
+        OMP_NUM_THREADS=${nj} train_model teacher_oracle "${oracle_conf}" ${teacher_train_opts}
         stage_done 5 teacher_oracle
     fi
 fi
@@ -284,9 +355,6 @@ student_args() {
         --valid_data_path_and_name_and_type "${post}/${valid_set}/post.scp,teacher_post,teacher_posterior"
 }
 
-student_dirs() {
-    for s in ${student_systems}; do for seed in ${seeds}; do echo "student_${s}_seed${seed}"; done; done
-}
 
 if run_stage 8; then
     log "stage 8: train students (${student_systems}; seeds ${seeds})"
@@ -303,23 +371,17 @@ if run_stage 8; then
                 || die "teacher posteriors do not fit the ${x} set (see above)"
         done
     done
-    pids=()
     for s in ${student_systems}; do
         args=$(student_args "${s}")
         for seed in ${seeds}; do
+            name=$(student_dirs "${s}" "${seed}")
             # shellcheck disable=SC2086
-            OMP_NUM_THREADS=1 train_model "student_${s}_seed${seed}" "${student_conf}" --seed "${seed}" \
-                ${args} ${student_train_opts} &
-            pids+=($!)
-            if [ "${#pids[@]}" -ge "${nj}" ]; then
-                wait "${pids[0]}" || die "a student training failed; see ${exp}/student_*/train.log"
-                pids=("${pids[@]:1}")
-            fi
+            bg_start "student ${name} (see ${exp}/${name}/train.log)" 1 \
+                train_model "${name}" "${student_conf}" --seed "${seed}" ${args} ${student_train_opts}
+            while [ "${#bg_pids[@]}" -ge "${nj}" ]; do bg_wait_one; done
         done
     done
-    for pid in "${pids[@]}"; do
-        wait "${pid}" || die "a student training failed; see ${exp}/student_*/train.log"
-    done
+    bg_wait_all
     for name in $(student_dirs); do
         ${python} -m espnet_oracle.bin.export_student --exp_dir "${exp}/${name}"
     done
@@ -354,10 +416,12 @@ if run_stage 10; then
     done
     # shellcheck disable=SC2086
     ${python} -m espnet_oracle.bin.plot_posteriorgram --exp "${exp}" --dump_dir "${dump}/fbank" \
-        --data_dir data --set "$(echo ${test_sets} | cut -d' ' -f1)" --out_dir "${exp}/plots"
+        --data_dir data --set "$(echo ${test_sets} | cut -d' ' -f1)" --out_dir "${exp}/plots" \
+        --systems teacher_conventional teacher_oracle $(student_dirs "${student_systems}" "${seeds%% *}")
     stage_done 10 score
     ${python} -m espnet_oracle.bin.make_results --exp "${exp}" --recipe_dir "${recipe_dir}" \
-        --sets "${valid_set} ${test_sets}" --seeds "${seeds}" --out "${results}"
+        --sets "${valid_set} ${test_sets}" --seeds "${seeds}" --out "${results}" \
+        --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}"
     log "wrote ${results}"
 fi
 log "done (stages ${stage}..${stop_stage})"

@@ -3,6 +3,8 @@
 # Run from the recipe dir after stages 1-4 (it reuses data/, dump/ and exp/teacher_conventional).
 #   local/anticopy_sweep.sh [--variants "posenc expansion ..."] [--max_epoch N]
 # Results: exp/anticopy/<variant>/teacher_eval/summary.tsv and exp/anticopy/summary.tsv
+# A failing variant does not stop the sweep: the summary lists it (also in exp/anticopy/failed_variants),
+# and the exit status is 1. On INT/TERM the running variants are ended.
 set -euo pipefail
 command_line="$0 $*"
 variants="posenc posenc_expansion posenc_dropout aux_ctc"
@@ -34,23 +36,47 @@ options_of() {
     esac
 }
 
-pids=()
+for v in ${variants}; do options_of "${v}" > /dev/null || exit 2; done
+
+# Two variants side by side, one core each. Each run.sh runs in its own process group, so it can be
+# ended with everything it started.
+pids=() failed=()
+declare -A variant_of=()
+end_all() {
+    local pid
+    for pid in "${pids[@]}"; do kill -TERM -- "-${pid}" 2> /dev/null || true; done
+    for pid in "${pids[@]}"; do wait "${pid}" 2> /dev/null || true; done
+    pids=()
+}
+trap 'end_all; exit 130' INT
+trap 'end_all; exit 143' TERM
+wait_one() {
+    local done_pid="" rc=0 i
+    wait -n -p done_pid "${pids[@]}" || rc=$?
+    for i in "${!pids[@]}"; do [ "${pids[$i]}" != "${done_pid}" ] || unset 'pids[i]'; done
+    pids=("${pids[@]}")
+    if [ "${rc}" -ne 0 ]; then
+        failed+=("${variant_of[${done_pid}]}")
+        echo "$0: variant ${variant_of[${done_pid}]} failed (status ${rc}); see exp/anticopy/${variant_of[${done_pid}]}.log" >&2
+    else
+        echo "$0: variant ${variant_of[${done_pid}]} done"
+    fi
+}
 for v in ${variants}; do
     opts=$(options_of "${v}")
     [ -n "${max_epoch}" ] && opts="${opts} --max_epoch ${max_epoch}"
     mkdir -p "exp/anticopy/${v}"
     ln -sfn "$(pwd)/exp/teacher_conventional" "exp/anticopy/${v}/teacher_conventional"
-    # two variants side by side, one core each
+    set -m
     "${root}/run.sh" --stage 5 --stop_stage 6 --exp "exp/anticopy/${v}" --parallel_teachers false --nj 1 \
         --teacher_train_opts "${opts}" --probe_sets "dev test test_unseen" \
         > "exp/anticopy/${v}.log" 2>&1 &
+    set +m
     pids+=($!)
-    if [ "${#pids[@]}" -ge 2 ]; then
-        wait "${pids[0]}" || echo "$0: variant failed; see exp/anticopy/*.log" >&2
-        pids=("${pids[@]:1}")
-    fi
+    variant_of[$!]=${v}
+    while [ "${#pids[@]}" -ge 2 ]; do wait_one; done
 done
-for pid in "${pids[@]}"; do wait "${pid}" || echo "$0: variant failed; see exp/anticopy/*.log" >&2; done
+while [ "${#pids[@]}" -gt 0 ]; do wait_one; done
 
 # One table: every variant's probe results on every set, plus the default from exp/teacher_eval.
 {
@@ -62,3 +88,10 @@ for pid in "${pids[@]}"; do wait "${pid}" || echo "$0: variant failed; see exp/a
     done
 } > exp/anticopy/summary.tsv
 echo "$0: wrote exp/anticopy/summary.tsv"
+rm -f exp/anticopy/failed_variants
+if [ "${#failed[@]}" -gt 0 ]; then
+    printf '%s\n' "${failed[@]}" > exp/anticopy/failed_variants
+    echo "$0: summary: ${#failed[@]} variant(s) FAILED (not in the table): ${failed[*]}; see exp/anticopy/<variant>.log" >&2
+    exit 1
+fi
+echo "$0: summary: all ${variants// /, } done"

@@ -3,6 +3,9 @@
 #   run_local.sh [--max-jobs N] [JOB=1:N] LOGFILE COMMAND [ARGS...]
 # With JOB=a:b, every "JOB" in LOGFILE and the arguments is replaced by the job index, the jobs run
 # in parallel (at most --max-jobs at once, default: all), and the exit status is non-zero if any failed.
+# Logs are appended to (a header line starts every attempt), so a resumed job keeps its history.
+# Fail-fast: when one job fails, or this script gets INT/TERM, the other jobs (each in its own
+# process group, with everything they started) are ended.
 set -uo pipefail
 max_jobs=0
 gpu=0
@@ -34,31 +37,73 @@ run_one() {
     fi
     mkdir -p "$(dirname "$log")"
     {
+        echo "# ==== attempt started at $(date '+%F %T') (run_local.sh, pid $BASHPID) ===="
         echo "# ${args[*]}"
-        echo "# started at $(date)"
-    } > "$log"
+    } >> "$log"
     local start=$SECONDS
     # shellcheck disable=SC2068
     bash -c 'exec "$@"' _ "${args[@]}" >> "$log" 2>&1
     local rc=$?
-    echo "# finished at $(date) after $((SECONDS - start)) s with status ${rc}" >> "$log"
+    echo "# finished at $(date '+%F %T') after $((SECONDS - start)) s with status ${rc}" >> "$log"
     return $rc
 }
 
+declare -A log_of=()
 pids=() failed=0
+end_jobs() {  # end every running job's process group (TERM; KILL what is left after 10 s)
+    local pid tries
+    for pid in "${pids[@]}"; do
+        kill -TERM -- "-${pid}" 2> /dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "${pid}" 2> /dev/null || true
+        for ((tries = 0; tries < 100; tries++)); do
+            kill -0 -- "-${pid}" 2> /dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-${pid}" 2> /dev/null || true
+    done
+    pids=()
+}
+trap 'echo "run_local.sh: interrupted; ending ${#pids[@]} job(s)" >&2; end_jobs; exit 130' INT
+trap 'echo "run_local.sh: terminated; ending ${#pids[@]} job(s)" >&2; end_jobs; exit 143' TERM
+
+# wait_one: wait for any job; on failure end the others
+wait_one() {
+    local done_pid rc=0 i
+    wait -n -p done_pid "${pids[@]}" || rc=$?
+    for i in "${!pids[@]}"; do
+        [ "${pids[$i]}" = "${done_pid}" ] && unset 'pids[i]'
+    done
+    pids=("${pids[@]}")
+    if [ "${rc}" -ne 0 ]; then
+        failed=$((failed + 1))
+        echo "run_local.sh: job failed with status ${rc}; see ${log_of[${done_pid}]}" >&2
+        if [ "${#pids[@]}" -gt 0 ]; then
+            echo "run_local.sh: ending the ${#pids[@]} other running job(s)" >&2
+            end_jobs
+        fi
+    fi
+}
+
 for ((i = first; i <= last; i++)); do
+    [ "${failed}" -eq 0 ] || break
+    set -m  # the job gets its own process group, so it can be ended with all it started
     run_one "$i" "$@" &
+    set +m
     pids+=($!)
+    log=$log_template
+    [ -n "$var" ] && log=${log//$var/$i}
+    log_of[$!]=$log
     if [ "$max_jobs" -gt 0 ] && [ "${#pids[@]}" -ge "$max_jobs" ]; then
-        wait "${pids[0]}" || failed=$((failed + 1))
-        pids=("${pids[@]:1}")
+        wait_one
     fi
 done
-for pid in "${pids[@]}"; do
-    wait "$pid" || failed=$((failed + 1))
+while [ "${#pids[@]}" -gt 0 ]; do
+    wait_one
 done
 if [ "$failed" -gt 0 ]; then
     shown=${log_template//${var:-@@}/*}
-    echo "run_local.sh: ${failed} of $((last - first + 1)) job(s) failed; see ${shown}" >&2
+    echo "run_local.sh: ${failed} job(s) failed (of $((last - first + 1))); the rest were ended or not started; see ${shown}" >&2
     exit 1
 fi

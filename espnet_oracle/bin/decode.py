@@ -7,7 +7,11 @@ the best CTC path) and ``frame_shift_ms`` for spike-timing scoring.
 
 The Oracle Teacher is decoded in its normal mode, i.e. fed the TRUE transcript:
 its numbers are oracle numbers, not recognition results (``ORACLE`` file marks
-such decode dirs). Encoders run batched; ESPnet's beam search runs per
+such decode dirs). ``.done`` holds the stamp of a finished decode dir (model and
+config checksums, feature fingerprint, mode, beam size; see
+``espnet_oracle.utils.stamps``): a dir with the same stamp is skipped, one made
+differently (or by an older version, without a stamp) is moved aside to
+``decode_<set>_<mode>.stale-<time>`` and decoded anew. Encoders run batched; ESPnet's beam search runs per
 utterance (it vectorizes over the beam, not over utterances).
 """
 
@@ -22,6 +26,7 @@ from pathlib import Path
 import torch
 
 from espnet_oracle.utils.datadir import atomic_write_text
+from espnet_oracle.utils.stamps import decode_stamp, differences, move_aside, read_stamp, write_stamp
 
 
 def decode_one(job):
@@ -43,8 +48,19 @@ def decode_one(job):
     exp_dir, feats_dir = Path(exp_dir), Path(feats_dir)
     set_name = feats_dir.name
     out_dirs = {m: exp_dir / f"decode_{set_name}_{m}" for m in modes}
-    if all((d / ".done").exists() for d in out_dirs.values()):
-        return f"{exp_dir.name}/{set_name}: already decoded"
+    stamps = {m: decode_stamp(exp_dir, feats_dir, m, beam_size) for m in modes}
+    notes = []
+    for m in list(modes):
+        reasons = stale_reasons(out_dirs[m], stamps[m])
+        if reasons is None:
+            continue
+        if not reasons:
+            modes = tuple(x for x in modes if x != m)  # made with this model, input and options
+            continue
+        moved = move_aside(out_dirs[m])
+        notes.append(f"{out_dirs[m].name} was made differently ({'; '.join(reasons)}); moved aside to {moved.name}")
+    if not modes:
+        return f"{exp_dir.name}/{set_name}: already decoded (same model, features and options)"
     started = time.time()
     model, args = load_model(exp_dir)
     token_list = list(model.token_list)
@@ -85,11 +101,18 @@ def decode_one(job):
                 tokens = [token_list[t] for t in ids]
                 _add(results["beam"], utt.utt_id, tokens, args.token_type, None)
     for mode, out in results.items():
-        _write(out_dirs[mode], out, shift, oracle, mode)
-    return (
+        _write(out_dirs[mode], out, shift, oracle, mode, stamps[mode])
+    return "".join(f"{n}\n        " for n in notes) + (
         f"{exp_dir.name}/{set_name}: {len(data.utt_ids)} utterances "
         f"({', '.join(modes)}) in {time.time() - started:.1f} s"
     )
+
+
+def stale_reasons(out_dir: Path, stamp: dict):
+    """None: nothing finished there; []: finished with this very stamp; else why it differs."""
+    if not (out_dir / ".done").exists():
+        return None  # unfinished (or absent): decoded anew in place
+    return differences(read_stamp(out_dir / ".done"), stamp)
 
 
 def _add(out, utt_id, tokens, token_type, frames):
@@ -101,8 +124,9 @@ def _add(out, utt_id, tokens, token_type, frames):
         out["frames"].append(f"{utt_id} {' '.join(map(str, frames))}".rstrip())
 
 
-def _write(out_dir: Path, out, shift, oracle, mode):
+def _write(out_dir: Path, out, shift, oracle, mode, stamp):
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / ".done").unlink(missing_ok=True)
     atomic_write_text(out_dir / "text", "\n".join(sorted(out["text"])) + "\n")
     atomic_write_text(out_dir / "token", "\n".join(sorted(out["token"])) + "\n")
     if out["frames"]:
@@ -113,7 +137,7 @@ def _write(out_dir: Path, out, shift, oracle, mode):
             out_dir / "ORACLE", "decoded with the true transcript fed to the Oracle Teacher\n"
         )
     atomic_write_text(out_dir / "mode", f"{mode}\n")
-    (out_dir / ".done").touch()
+    write_stamp(out_dir / ".done", stamp)
 
 
 def main(argv=None):

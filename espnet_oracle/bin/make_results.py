@@ -1,7 +1,7 @@
 """Stage 10: write RESULTS.md from what the pipeline left in exp/ (never by hand).
 
-Reads scores.json of every decode dir, cer_curve.tsv and model files of every
-system, exp/teacher_eval/summary.json, posterior stats, exp/stage_times.tsv,
+Reads scores.json of every decode dir, cer_curve.tsv, config.yaml, stamp.json
+and model files of every system, exp/teacher_eval/summary.json, posterior stats, exp/stage_times.tsv,
 exp/commands.log and, when present, exp/benchmark/benchmark.json.
 """
 
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from espnet_oracle.utils.datadir import atomic_write_text
+from espnet_oracle.utils.stamps import read_stamp
+from espnet_oracle.utils.systems import parse_student_dir, student_group
 
 TEACHERS = ("teacher_conventional", "teacher_oracle")
 STUDENT_SYSTEMS = {
@@ -46,13 +48,62 @@ def num_params(exp_dir: Path) -> Optional[int]:
 
 
 def train_seconds(exp_dir: Path) -> Optional[float]:
+    """Measured time of all epochs (training + validation; no start-up), from cer_curve.tsv."""
     curve = exp_dir / "cer_curve.tsv"
     if not curve.exists():
         return None
     last = curve.read_text(encoding="utf-8").strip().splitlines()[-1].split("\t")
-    startup = exp_dir / "startup_seconds"
-    extra = float(startup.read_text()) if startup.exists() else 0.0
-    return float(last[-1]) + extra
+    return float(last[-1])
+
+
+def student_groups(exp: Path, seeds: Optional[List[str]], current: Dict[str, str]) -> List[tuple]:
+    """[(group name, system, [dirs])] of the students under ``exp`` (with one of ``seeds``, if given).
+
+    Groups of this run's KD settings (``current``) come first, in the order nokd, convkd,
+    oraclekd; students trained with other KD settings follow, sorted by name.
+    """
+    groups: Dict[str, tuple] = {}
+    for path in sorted(exp.glob("student_*")):
+        info = parse_student_dir(path.name)
+        if info is None or (seeds is not None and str(info["seed"]) not in seeds) or not path.is_dir():
+            continue
+        groups.setdefault(info["group"], (info["system"], []))[1].append(path)
+    order = {student_group(system, **current): i for i, system in enumerate(STUDENT_SYSTEMS)}
+    names = sorted(groups, key=lambda g: (order.get(g, len(order)), g))
+    return [(g, groups[g][0], groups[g][1]) for g in names]
+
+
+def group_label(group: str, system: str) -> str:
+    info = parse_student_dir(f"{group}_seed0") or {}
+    label = STUDENT_SYSTEMS[system]
+    if info.get("alpha") is not None:
+        label += f" (α {info['alpha']}, τ {info['tau']}, frames {info['frames']})"
+    return label
+
+
+def system_settings(directory: Path) -> dict:
+    """What a trained system was made with, from ESPnet's config.yaml and our stamp.json."""
+    import yaml
+
+    config_path = directory / "config.yaml"
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+    config = config or {}
+    model_conf = config.get("model_conf") or {}
+    stamp = read_stamp(directory / "stamp.json") or {}
+    conf = stamp.get("config") or config.get("config") or "?"
+    if stamp.get("config_sha256"):
+        conf = f"{conf} (sha256 {stamp['config_sha256'][:10]})"
+    kd = config.get("model") == "kd_student"
+    return {
+        "config": conf,
+        "model": config.get("model", "?"),
+        "kd_weight": model_conf.get("kd_weight") if kd else None,
+        "kd_temperature": model_conf.get("kd_temperature") if kd else None,
+        "kd_frames": model_conf.get("kd_frames") if kd else None,
+        "seed": config.get("seed"),
+        "max_epoch": config.get("max_epoch"),
+        "stamped": bool(stamp),
+    }
 
 
 def scores(exp_dir: Path, set_name: str, mode: str) -> Optional[dict]:
@@ -110,10 +161,18 @@ def main(argv=None):
     parser.add_argument("--sets", default="dev test test_unseen")
     parser.add_argument("--seeds", default="1 2 3")
     parser.add_argument("--out", default="RESULTS.md")
+    parser.add_argument("--kd_weight", default="0.5", help="this run's KD settings (listed first)")
+    parser.add_argument("--kd_temperature", default="1.0")
+    parser.add_argument("--kd_frames", default="all")
     args = parser.parse_args(argv)
     exp = Path(args.exp)
     sets = args.sets.split()
     seeds = args.seeds.split()
+    current = dict(kd_weight=args.kd_weight, kd_temperature=args.kd_temperature, kd_frames=args.kd_frames)
+    groups = student_groups(exp, seeds, current)
+    # (name, label, dirs) of every system in the tables: teachers, then student groups
+    systems = [(t, LABELS[t], [exp / t]) for t in TEACHERS if (exp / t).exists()]
+    systems += [(g, f"{group_label(g, system)} ({len(dirs)} seeds)", dirs) for g, system, dirs in groups]
     out: List[str] = ["# Results", "", "Generated from `exp/` by `python -m espnet_oracle.bin.make_results` "
                       "(run.sh stage 10). Do not edit by hand.", "", "## Environment", ""]
     out += environment()
@@ -146,30 +205,44 @@ def main(argv=None):
                   fmt([r and r.get("mean_onset_offset_ms") for r in test], 0)]
         out.append("| " + " | ".join(cells) + " |")
 
-    for teacher in TEACHERS:
-        if (exp / teacher).exists():
-            row(LABELS[teacher], [exp / teacher])
-    for system, label in STUDENT_SYSTEMS.items():
-        dirs = [exp / f"student_{system}_seed{seed}" for seed in seeds if (exp / f"student_{system}_seed{seed}").exists()]
-        if dirs:
-            row(f"{label} ({len(dirs)} seeds)", dirs)
+    for _, label, dirs in systems:
+        row(label, dirs)
+
+    # ---- settings of every system ----
+    out += ["", "### What each system was trained with", "",
+            "From each system's `config.yaml` (written by ESPnet) and `stamp.json` (config, options and "
+            "input fingerprints, checked by run.sh before any reuse). Student directory names carry the "
+            "KD settings: `student_<system>_a<KD weight>_t<temperature>_<frames>_seed<seed>`.", "",
+            "| system | directories | config | model | KD weight | KD temperature | KD frames | seeds | max epoch |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, label, dirs in systems:
+        settings = [system_settings(d) for d in dirs]
+
+        def values(key):
+            found = sorted({str(x[key]) for x in settings if x[key] is not None})
+            return ", ".join(found) if found else "–"
+
+        dir_names = dirs[0].name if len(dirs) == 1 else f"{name}_seed*"
+        unstamped = " (no stamp: older run)" if not all(x["stamped"] for x in settings) else ""
+        out.append(f"| {label} | `{dir_names}` | `{values('config')}`{unstamped} | {values('model')} | "
+                   f"{values('kd_weight')} | {values('kd_temperature')} | {values('kd_frames')} | "
+                   f"{values('seed') if name.startswith('student_') else '–'} | {values('max_epoch')} |")
 
     # ---- beam search ----
     out += ["", "### CTC prefix beam search (ESPnet BatchBeamSearch + CTCPrefixScorer)", "",
             "| system | " + " | ".join(f"{s} WER" for s in sets) + " |", "|---|" + "---|" * len(sets)]
-    for name, label in list(LABELS.items()) + [(k, v) for k, v in STUDENT_SYSTEMS.items()]:
-        dirs = [exp / name] if name in TEACHERS else [exp / f"student_{name}_seed{seed}" for seed in seeds]
-        dirs = [d for d in dirs if d.exists()]
-        if dirs:
-            out.append(f"| {label} | " + " | ".join(
-                fmt([(scores(d, s, "beam") or {}).get("wer") for d in dirs]) for s in sets) + " |")
+    for _, label, dirs in systems:
+        out.append(f"| {label} | " + " | ".join(
+            fmt([(scores(d, s, "beam") or {}).get("wer") for d in dirs]) for s in sets) + " |")
 
     # ---- target check ----
     def student_wer(system, set_name):
-        return mean([(scores(exp / f"student_{system}_seed{seed}", set_name, "greedy") or {}).get("wer")
+        group = student_group(system, **current)
+        return mean([(scores(exp / f"{group}_seed{seed}", set_name, "greedy") or {}).get("wer")
                      for seed in seeds])
 
-    out += ["", "### Target: Oracle-KD WER ≤ 0.8 × no-KD WER and below conventional-KD (3-seed means)", ""]
+    out += ["", "### Target: Oracle-KD WER ≤ 0.8 × no-KD WER and below conventional-KD (3-seed means; "
+            f"KD weight {args.kd_weight}, temperature {args.kd_temperature}, frames {args.kd_frames})", ""]
     for set_name in ("test", "test_unseen"):
         nokd, convkd, oraclekd = (student_wer(s, set_name) for s in ("nokd", "convkd", "oraclekd"))
         if None in (nokd, convkd, oraclekd):
@@ -183,9 +256,8 @@ def main(argv=None):
     out += ["", "### WER by SNR on `test` (greedy; students: mean over seeds)", ""]
     snrs = ["clean", "20", "15", "10", "5", "0"]
     out += ["| system | " + " | ".join(snrs) + " |", "|---|" + "---|" * len(snrs)]
-    for name, label in list(LABELS.items()) + [(k, v) for k, v in STUDENT_SYSTEMS.items()]:
-        dirs = [exp / name] if name in TEACHERS else [exp / f"student_{name}_seed{seed}" for seed in seeds]
-        results = [scores(d, "test", "greedy") for d in dirs if d.exists()]
+    for _, label, dirs in systems:
+        results = [scores(d, "test", "greedy") for d in dirs]
         results = [r for r in results if r]
         if not results:
             continue
@@ -275,13 +347,16 @@ def main(argv=None):
     settings = sorted(p for p in sweep_root.glob("*") if p.is_dir()) if sweep_root.is_dir() else []
     if settings:
         out += ["", "## KD hyper-parameter sweep (`local/kd_sweep.sh`; greedy CTC, mean ± std over seeds)", "",
-                "Setting `a<alpha>_t<tau>_<frames>`; the run above used a0.5_t1_all. The no-KD students are "
-                "the same in every setting.", "",
-                "| setting | student | seeds | test CER | test WER | test_unseen CER | test_unseen WER |",
+                "Setting `a<alpha>_t<tau>_<frames>` (`_matched`: all frames with the KD weight matched to the "
+                "nonblank setting's effective one, per teacher; see the sweep log); the run above used "
+                f"a{args.kd_weight}_t{args.kd_temperature}_{args.kd_frames}. The no-KD students are the same "
+                "in every setting. Student: its directory name, which carries the KD settings it was trained with.",
+                "", "| setting | student | seeds | test CER | test WER | test_unseen CER | test_unseen WER |",
                 "|---|---|---|---|---|---|---|"]
         for setting in settings:
-            for system in ("convkd", "oraclekd"):
-                dirs = sorted(setting.glob(f"student_{system}_seed*"))
+            for group, system, dirs in student_groups(setting, None, current):
+                if system == "nokd":
+                    continue
                 results = {s: [scores(d, s, "greedy") for d in dirs] for s in ("test", "test_unseen")}
                 if not any(results["test"]):
                     continue
@@ -289,7 +364,8 @@ def main(argv=None):
                 for s in ("test", "test_unseen"):
                     cells += [fmt([r and r.get("cer") for r in results[s]]),
                               fmt([r and r.get("wer") for r in results[s]])]
-                out.append(f"| {setting.name} | {STUDENT_SYSTEMS[system]} | {len(dirs)} | " + " | ".join(cells) + " |")
+                out.append(f"| {setting.name} | {STUDENT_SYSTEMS[system]} (`{group}`) | {len(dirs)} | "
+                           + " | ".join(cells) + " |")
 
     # ---- storage, benchmark, stage times ----
     out += ["", "## Posterior storage (stage 7)", ""]

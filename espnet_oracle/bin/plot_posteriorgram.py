@@ -1,8 +1,8 @@
 """Stage 10 plots: CTC posteriorgrams of teachers and students, true word spans shaded.
 
-For a few utterances of a set, one PNG each: the conventional teacher, the
-Oracle Teacher (fed the true transcript) and the three students (first seed)
-stacked; every panel shows per-frame probabilities of the non-blank tokens
+For a few utterances of a set, one PNG each: the systems named by --systems
+(run.sh: both teachers, the Oracle Teacher fed the true transcript, and the
+students of its first seed) stacked; every panel shows per-frame probabilities of the non-blank tokens
 (blank in grey), with the true word spans from ``word_align`` shaded.
 """
 
@@ -12,13 +12,25 @@ from pathlib import Path
 
 import numpy as np
 
-SYSTEMS = (
-    ("teacher_conventional", "conventional teacher"),
-    ("teacher_oracle", "Oracle Teacher (true transcript fed)"),
-    ("student_nokd_seed1", "student, no KD"),
-    ("student_convkd_seed1", "student, conventional KD"),
-    ("student_oraclekd_seed1", "student, Oracle KD"),
-)
+from espnet_oracle.utils.systems import parse_student_dir
+
+LABELS = {
+    "teacher_conventional": "conventional teacher",
+    "teacher_oracle": "Oracle Teacher (true transcript fed)",
+    "nokd": "student, no KD",
+    "convkd": "student, conventional KD",
+    "oraclekd": "student, Oracle KD",
+}
+
+
+def label_of(name: str) -> str:
+    student = parse_student_dir(name)
+    if student is None:
+        return LABELS.get(name, name)
+    label = LABELS[student["system"]]
+    if student["alpha"] is not None:
+        label += f" (α={student['alpha']}, τ={student['tau']}, frames: {student['frames']})"
+    return f"{label}, seed {student['seed']}"
 
 
 def read_word_align(path: Path):
@@ -37,6 +49,8 @@ def main(argv=None):
     parser.add_argument("--set", default="test")
     parser.add_argument("--num_utts", type=int, default=3)
     parser.add_argument("--out_dir", required=True)
+    parser.add_argument("--systems", nargs="+", default=["teacher_conventional", "teacher_oracle", "student_nokd_seed1"],
+                        help="experiment dir names under --exp, one panel each (missing ones are left out)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -47,7 +61,7 @@ def main(argv=None):
 
     from espnet_oracle.utils.inference import FeatureSet, ctc_log_probs, frame_shift_ms, load_model
 
-    systems = [(name, label) for name, label in SYSTEMS if (Path(args.exp) / name / "config.yaml").exists()]
+    systems = [(name, label_of(name)) for name in args.systems if (Path(args.exp) / name / "config.yaml").exists()]
     if not systems:
         raise SystemExit(f"plot_posteriorgram: no trained systems under {args.exp}")
     word_align = read_word_align(Path(args.data_dir) / args.set / "word_align")

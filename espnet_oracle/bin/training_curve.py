@@ -1,93 +1,98 @@
-"""Write ``cer_curve.tsv`` (dev CER and cumulative wall-clock time per epoch) from ESPnet's train.log.
+"""Write ``cer_curve.tsv`` (dev CER, losses and cumulative training time per epoch) of an ESPnet training.
 
-Wall-clock time counts from the moment ESPnet starts epoch 1 to the end of each
-epoch's validation, so it includes validation and checkpointing but not the
-start-up (imports, model building), which is reported separately.
+The numbers come from ESPnet's own reporter state in ``<exp_dir>/checkpoint.pth``
+(key ``reporter``: per epoch and phase the averaged statistics plus the measured
+``time`` of the phase), not from parsing ``train.log``. The reporter state
+survives a resumed training, so an interrupted and resumed run gets a
+complete curve; a training log may hold several attempts.
+
+``wall_seconds`` is cumulative over epochs: the measured time of each epoch's
+training, validation (and attention plotting, if any) phases. It leaves out
+start-up (imports, model building), checkpoint writing and any time between
+an interruption and the resume, so it does not depend on how often a run was
+interrupted.
 """
 
 import argparse
-import datetime
-import re
+import math
 import sys
 from pathlib import Path
 
 from espnet_oracle.utils.datadir import atomic_write_text
 
-TIMESTAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
-STARTED = re.compile(r"INFO: 1/\d+epoch started")
-RESULTS = re.compile(r"INFO: (\d+)epoch results: (.*)$")
+COLUMNS = ("epoch", "dev_cer", "dev_loss", "train_loss", "wall_seconds")
 
 
-def _time(line: str) -> datetime.datetime:
-    match = TIMESTAMP.search(line)
-    if match is None:
-        raise ValueError(f"no timestamp in log line: {line[:120]}")
-    return datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
-def _stats(section: str) -> dict:
-    stats = {}
-    for key, value in re.findall(r"([A-Za-z0-9_]+)=([-0-9.e+naif]+)", section):
-        try:
-            stats[key] = float(value)
-        except ValueError:
-            pass
-    return stats
+def _seconds(value) -> float:
+    return value.total_seconds() if hasattr(value, "total_seconds") else _float(value)
 
 
-def parse_train_log(path: Path):
-    """Returns (start-up seconds, rows of dicts) from an ESPnet training log."""
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    first = next((_time(line) for line in lines if TIMESTAMP.search(line)), None)
-    started = None
-    rows = []
-    for line in lines:
-        if started is None and STARTED.search(line):
-            started = _time(line)
-        match = RESULTS.search(line)
-        if match and started is not None:
-            epoch = int(match.group(1))
-            train_part, _, valid_part = match.group(2).partition("[valid]")
-            train, valid = _stats(train_part), _stats(valid_part)
-            rows.append(
-                dict(
-                    epoch=epoch,
-                    dev_cer=100.0 * valid["cer_ctc"] if "cer_ctc" in valid else float("nan"),
-                    dev_loss=valid.get("loss", float("nan")),
-                    train_loss=train.get("loss", float("nan")),
-                    wall_seconds=(_time(line) - started).total_seconds(),
-                )
+def curve_from_reporter(state: dict):
+    """Rows (dicts with COLUMNS) from an ESPnet ``Reporter.state_dict()``."""
+    stats = state.get("stats") or {}
+    epochs = sorted(int(e) for e in stats)
+    if not epochs:
+        raise ValueError("the reporter holds no finished epoch")
+    if epochs != list(range(1, epochs[-1] + 1)):
+        raise ValueError(f"the reporter misses epochs: has {epochs}")
+    rows, wall = [], 0.0
+    for epoch in epochs:
+        phases = stats[epoch]
+        wall += sum(_seconds(p["time"]) for p in phases.values() if isinstance(p, dict) and "time" in p)
+        train, valid = phases.get("train", {}), phases.get("valid", {})
+        cer = _float(valid.get("cer_ctc"))
+        rows.append(
+            dict(
+                epoch=epoch,
+                dev_cer=100.0 * cer,
+                dev_loss=_float(valid.get("loss")),
+                train_loss=_float(train.get("loss")),
+                wall_seconds=wall,
             )
-    if started is None or not rows:
-        raise ValueError(f"{path}: no finished epoch found (is this an ESPnet train.log?)")
-    startup = (started - first).total_seconds() if first else 0.0
-    # A resumed run restarts the clock: keep wall time increasing across restarts.
-    offset = 0.0
-    for previous, row in zip([None] + rows[:-1], rows):
-        if previous is not None and row["wall_seconds"] + offset < previous["wall_seconds"]:
-            offset = previous["wall_seconds"]
-        row["wall_seconds"] += offset
-    return startup, rows
+        )
+    return rows
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--exp_dir", required=True, help="ESPnet output dir holding train.log")
-    parser.add_argument("--log", default=None, help="default: <exp_dir>/train.log")
-    args = parser.parse_args(argv)
-    exp_dir = Path(args.exp_dir)
-    log = Path(args.log) if args.log else exp_dir / "train.log"
-    if not log.exists():
-        sys.exit(f"training_curve: {log} not found")
-    startup, rows = parse_train_log(log)
-    lines = ["epoch\tdev_cer\tdev_loss\ttrain_loss\twall_seconds"]
+def read_curve_from_checkpoint(path: Path):
+    import torch
+
+    # ESPnet's own checkpoint of this run (it holds datetime.timedelta values, hence no weights_only)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if "reporter" not in checkpoint:
+        raise ValueError(f"{path} has no reporter state (not an ESPnet training checkpoint?)")
+    return curve_from_reporter(checkpoint["reporter"])
+
+
+def format_curve(rows) -> str:
+    lines = ["\t".join(COLUMNS)]
     for row in rows:
         lines.append(
             f"{row['epoch']}\t{row['dev_cer']:.3f}\t{row['dev_loss']:.4f}\t"
             f"{row['train_loss']:.4f}\t{row['wall_seconds']:.1f}"
         )
-    atomic_write_text(exp_dir / "cer_curve.tsv", "\n".join(lines) + "\n")
-    atomic_write_text(exp_dir / "startup_seconds", f"{startup:.1f}\n")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exp_dir", required=True, help="ESPnet output dir holding checkpoint.pth")
+    args = parser.parse_args(argv)
+    exp_dir = Path(args.exp_dir)
+    checkpoint = exp_dir / "checkpoint.pth"
+    if not checkpoint.exists():
+        sys.exit(f"training_curve: {checkpoint} not found (did the training finish an epoch?)")
+    try:
+        rows = read_curve_from_checkpoint(checkpoint)
+    except ValueError as e:
+        sys.exit(f"training_curve: {checkpoint}: {e}")
+    atomic_write_text(exp_dir / "cer_curve.tsv", format_curve(rows))
     print(f"training_curve: {len(rows)} epochs -> {exp_dir / 'cer_curve.tsv'}")
 
 

@@ -1,0 +1,194 @@
+"""Stamps: what produced a trained model dir or a decode dir, so a rerun never reuses stale work.
+
+A stamp is a JSON dict of everything that determines the result:
+
+- training (``<exp>/<name>/stamp.json``, written before training starts):
+  the config file (path and content hash), the full option list given to
+  ESPnet (minus ``--output_dir``) and a fingerprint of every input file the
+  options name (token list, feats.scp, shape files, CMVN stats, teacher
+  posteriors, ...);
+- decoding (``<decode dir>/.done``, written when the decode dir is complete):
+  the model file and config hash, the features' fingerprint and the decoding
+  options.
+
+An input file's fingerprint is its content hash plus, beside it, the content of
+the stamp files its producer leaves there (``.done``, ``meta.json``,
+``stamp.json``) and, for ``*.scp`` files, the size and modification time of
+every archive they point into, so regenerated features or posteriors with the
+same utterance ids (hence the same scp text) still count as changed.
+
+When a stamp differs from what a dir was made with, the dir is moved aside to
+``<dir>.stale-<time>`` (work is never deleted) and made again; the reason is
+printed. A dir without a stamp (made by an older version) counts as different.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from espnet_oracle.utils.datadir import atomic_write_text
+
+STAMP_SIBLINGS = (".done", "meta.json", "stamp.json")
+TRAIN_STAMP = "stamp.json"
+#: Options that name where the result goes, not what it is.
+IGNORED_OPTIONS = ("--output_dir",)
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _scp_targets(path: Path) -> List[str]:
+    """The distinct files an scp file points into (``utt path[:offset]``), in order of appearance."""
+    seen: Dict[str, None] = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = line.split(maxsplit=1)
+            if len(parts) < 2:
+                continue
+            target = parts[1].strip()
+            if target.endswith("|"):  # a pipe: nothing on disk to look at
+                continue
+            head, sep, tail = target.rpartition(":")
+            if sep and tail.isdigit():
+                target = head
+            seen.setdefault(target, None)
+    return list(seen)
+
+
+def file_fingerprint(path) -> dict:
+    path = Path(path)
+    out = {"sha256": sha256_file(path)}
+    for name in STAMP_SIBLINGS:
+        sibling = path.parent / name
+        if sibling.is_file() and sibling != path:
+            out[name] = sha256_file(sibling)
+    if path.suffix == ".scp":
+        archives = {}
+        for target in _scp_targets(path):
+            try:
+                st = os.stat(target)
+                archives[target] = [st.st_size, st.st_mtime_ns]
+            except OSError:
+                archives[target] = "missing"
+        out["archives"] = archives
+    return out
+
+
+def option_files(args: Sequence[str]) -> List[str]:
+    """Existing files named by option values (also inside ``a,b,c`` and ``key=value`` values)."""
+    files: Dict[str, None] = {}
+    for arg in args:
+        if arg.startswith("--"):
+            continue
+        for part in arg.split(","):
+            value = part.split("=", 1)[1] if "=" in part else part
+            if value and os.path.isfile(value):
+                files.setdefault(value, None)
+    return list(files)
+
+
+def strip_options(args: Sequence[str], ignored: Iterable[str] = IGNORED_OPTIONS) -> List[str]:
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ignored:
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return out
+
+
+def train_stamp(config, args: Sequence[str]) -> dict:
+    options = strip_options(args)
+    return {
+        "kind": "train",
+        "config": str(config),
+        "config_sha256": sha256_file(config),
+        "options": options,
+        "inputs": {p: file_fingerprint(p) for p in option_files(options)},
+    }
+
+
+def decode_stamp(model_dir, feats_dir, mode: str, beam_size: Optional[int]) -> dict:
+    model_dir, feats_dir = Path(model_dir), Path(feats_dir)
+    inputs = {}
+    for name in ("feats.scp", "text"):
+        path = feats_dir / name
+        if path.is_file():
+            inputs[str(path)] = file_fingerprint(path)
+    return {
+        "kind": "decode",
+        "model_sha256": sha256_file(model_dir / "valid.loss.ave.pth"),
+        "config_sha256": sha256_file(model_dir / "config.yaml"),
+        "mode": mode,
+        "beam_size": beam_size if mode == "beam" else None,
+        "inputs": inputs,
+    }
+
+
+def differences(old: Optional[dict], new: dict) -> List[str]:
+    """Why ``old`` (None: no stamp) does not describe what ``new`` would make; [] if it does."""
+    if old is None:
+        return ["it has no stamp (made by an older version, or the stamp was removed)"]
+    reasons = []
+    for key in sorted(set(old) | set(new)):
+        if key == "inputs":
+            continue
+        if old.get(key) != new.get(key):
+            if key == "options":
+                before, after = old.get(key) or [], new.get(key) or []
+                gone = [a for a in before if a not in after]
+                added = [a for a in after if a not in before]
+                detail = f"removed {' '.join(gone) or '-'}; added {' '.join(added) or '-'}"
+                if not gone and not added:
+                    detail = "same options in another order"
+                reasons.append(f"options changed ({detail})")
+            else:
+                reasons.append(f"{key} changed ({old.get(key)!r} -> {new.get(key)!r})")
+    old_inputs, new_inputs = old.get("inputs") or {}, new.get("inputs") or {}
+    for path in sorted(set(old_inputs) | set(new_inputs)):
+        if path not in new_inputs:
+            reasons.append(f"input {path} no longer used")
+        elif path not in old_inputs:
+            reasons.append(f"new input {path}")
+        elif old_inputs[path] != new_inputs[path]:
+            reasons.append(f"input {path} changed")
+    return reasons
+
+
+def read_stamp(path) -> Optional[dict]:
+    try:
+        stamp = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) else None
+
+
+def write_stamp(path, stamp: dict) -> None:
+    atomic_write_text(path, json.dumps(stamp, indent=1, sort_keys=True) + "\n")
+
+
+def move_aside(directory) -> Path:
+    """Rename ``directory`` (or a symlink to one) to ``<directory>.stale-<time>``; returns the new path."""
+    directory = Path(directory)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = directory.with_name(f"{directory.name}.stale-{stamp}")
+    n = 1
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = directory.with_name(f"{directory.name}.stale-{stamp}-{n}")
+    os.rename(directory, target)
+    return target

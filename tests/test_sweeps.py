@@ -1,0 +1,103 @@
+"""The sweep scripts (issue 7, items 8 and 11): a failed setting or variant does not stop a sweep,
+the summary names it and the exit status says so; the KD sweep's matched-alpha control runs one
+student per teacher with the KD weight computed from that teacher's non-blank share.
+
+The sweeps run a copy of the script beside a fake run.sh that records its arguments.
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_exe(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def sweep_tree(tmp_path: Path, script: str, fail_when: str) -> tuple:
+    """A copy of local/<script> beside a fake run.sh that records its arguments and fails
+    when they contain ``fail_when``; returns (script path, calls file, recipe dir)."""
+    tree = tmp_path / "tree"
+    (tree / "local").mkdir(parents=True)
+    shutil.copy(ROOT / "local" / script, tree / "local" / script)
+    (tree / "path.sh").write_text(f". {ROOT}/path.sh\n")
+    calls = tmp_path / "calls"
+    write_exe(tree / "run.sh", (
+        "#!/usr/bin/env bash\n"
+        'all=$(printf "%s|" "$@")\n'
+        f'echo "$all" >> {calls}\n'
+        f'case "$all" in *"{fail_when}"*) echo fake failure; exit 1 ;; esac\n'
+    ))
+    recipe = tmp_path / "recipe"
+    recipe.mkdir()
+    return tree / "local" / script, calls, recipe
+
+
+def write_posteriors(out: Path, nonblank: int, frames: int = 10, vocab: int = 5):
+    from espnet_oracle.utils.posteriors import PosteriorWriter, write_meta
+
+    log_probs = np.full((frames, vocab), -8.0, dtype=np.float32)
+    log_probs[:, 0] = -0.01  # blank wins ...
+    log_probs[:nonblank, 0] = -8.0
+    log_probs[:nonblank, 2] = -0.01  # ... except on the first `nonblank` frames
+    writer = PosteriorWriter(str(out), "1", fmt="dense")
+    writer.write("utt1", log_probs[: frames // 2])
+    writer.write("utt2", log_probs[frames // 2:])
+    writer.close()
+    shutil.copy(writer.scp, out / "post.scp")
+    write_meta(str(out), format="dense", k=None, vocab_size=vocab)
+
+
+def test_matched_weight_formula():
+    from espnet_oracle.bin.kd_matched_weight import matched_weight
+
+    alpha, share = 0.5, 0.4
+    matched = matched_weight(alpha, share)
+    # same KD : CTC ratio as the nonblank run's effective alpha*s : (1 - alpha)
+    assert matched / (1 - matched) == pytest.approx(alpha * share / (1 - alpha))
+    assert matched_weight(0.5, 1.0) == pytest.approx(0.5)
+
+
+def test_kd_sweep_goes_on_past_a_failed_setting_and_runs_the_matched_control(tmp_path):
+    script, calls, recipe = sweep_tree(tmp_path, "kd_sweep.sh", "--kd_weight|0.9|")
+    write_posteriors(recipe / "exp" / "teacher_conventional" / "posteriors" / "train", nonblank=4)
+    write_posteriors(recipe / "exp" / "teacher_oracle" / "posteriors" / "train", nonblank=2)
+    result = subprocess.run(
+        [str(script), "--settings", "a0.9_t1_all a0.5_t1_nonblank a0.5_t1_matched", "--seeds", "1"],
+        cwd=recipe, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAILED: a0.9_t1_all" in result.stderr
+    runs = calls.read_text().splitlines()
+    assert len(runs) == 4  # the failed setting, nonblank, and one matched run per teacher
+    assert any("--kd_frames|teacher_nonblank|" in r and "--kd_weight|0.5|" in r for r in runs)
+    matched = [r for r in runs if "a0.5_t1_matched" in r]
+    # s = 0.4 -> alpha' = 0.2/0.7; s = 0.2 -> alpha' = 0.1/0.6
+    assert any("--student_systems|nokd convkd|" in r and "--kd_weight|0.2857|" in r for r in matched)
+    assert any("--student_systems|nokd oraclekd|" in r and "--kd_weight|0.1667|" in r for r in matched)
+    assert all("--kd_frames|all|" in r for r in matched)
+    assert "s = 0.4000" in result.stdout and "0.2857" in result.stdout
+    table = (recipe / "exp" / "kd_sweep" / "a0.5_t1_matched" / "matched_weight.tsv").read_text()
+    assert "teacher_oracle\t0.2000\t10\t0.5\t0.1667" in table
+
+
+def test_anticopy_sweep_goes_on_past_a_failed_variant(tmp_path):
+    script, calls, recipe = sweep_tree(tmp_path, "anticopy_sweep.sh", "exp/anticopy/aux_ctc|")
+    (recipe / "exp" / "teacher_conventional").mkdir(parents=True)
+    (recipe / "exp" / "teacher_conventional" / ".done").touch()
+    result = subprocess.run(
+        [str(script), "--variants", "posenc aux_ctc expansion"],
+        cwd=recipe, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert len(calls.read_text().splitlines()) == 3  # every variant ran
+    assert "FAILED" in result.stderr and "aux_ctc" in result.stderr
+    assert (recipe / "exp" / "anticopy" / "failed_variants").read_text().split() == ["aux_ctc"]
+    assert (recipe / "exp" / "anticopy" / "summary.tsv").exists()
