@@ -219,6 +219,11 @@ def test_teacher_eval_summary(recipe):
         where = f"{system} {set_name} {probe} {metric} = {value}"
         if probe == "time_to_cer":
             continue
+        if metric == "follow_rate" and math.isnan(value):
+            # undefined when no output token sits on either side (a 1-epoch teacher may emit none)
+            sides = [table[(system, set_name, probe, m)] for m in ("follow_fed_tokens", "follow_truth_tokens")]
+            assert sides == [0, 0], where
+            continue
         assert math.isfinite(value), where
         if metric == "n_utts":
             assert value == SIZES[set_name], where
