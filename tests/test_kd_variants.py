@@ -410,3 +410,132 @@ def test_student_option_checks_and_guided_gradient(build, student_state):
                   "--model_conf", conf)
 
 
+# ---------------------------------------------------------------------------
+# one-stage oracle self-distillation
+
+
+@pytest.fixture(scope="module")
+def self_distill(build):
+    torch.manual_seed(3)
+    model, args = build("train_oracle_self_distill.yaml", *TINY_ORACLE_ARGS,
+                        "--model_conf", "kd_weight=0.5", "--model_conf", "kd_temperature=2.0")
+    return model.eval(), args
+
+
+def test_self_distill_builds_and_encodes_source_path(self_distill):
+    from espnet_oracle.asr.oracle_self_distill_model import OracleSelfDistillModel
+    from espnet_oracle.utils.inference import is_oracle
+
+    model, _ = self_distill
+    assert type(model) is OracleSelfDistillModel and not is_oracle(model)
+    assert (model.source_ctc_weight, model.oracle_ctc_weight, model.kd_weight,
+            model.kd_temperature, model.kd_frames) == (1.0, 1.0, 0.5, 2.0, "all")
+    speech, lengths, text, tl = speech_batch()
+    with torch.no_grad():
+        enc, lens = model.encode(speech.clone(), lengths)
+        out = model.encode_with_target(speech.clone(), lengths, text, tl)
+    assert enc.shape == out.source.shape == out.fused.shape and enc.size(-1) == 32
+    torch.testing.assert_close(enc, out.source)
+    torch.testing.assert_close(lens, out.lengths)
+    assert not torch.allclose(out.source, out.fused)
+
+
+@pytest.mark.parametrize("frames", ["all", "teacher_nonblank_renorm"])
+def test_self_distill_loss_formula(self_distill, frames):
+    model, _ = self_distill
+    model.kd_frames = frames
+    try:
+        speech, lengths, text, tl = speech_batch()
+        with torch.no_grad():
+            loss, stats, weight = model(speech.clone(), lengths, text, tl)
+            out = model.encode_with_target(speech.clone(), lengths, text, tl)
+            src = model._calc_ctc_loss(out.source, out.lengths, text, tl)[0]
+            orc = model._calc_ctc_loss(out.fused, out.lengths, text, tl)[0]
+            teacher = model.ctc.log_softmax(out.fused)
+            mask = None if frames == "all" else teacher.argmax(-1) != 0
+            kd = frame_kd_loss(model.ctc.ctc_lo(out.source), teacher, out.lengths, 2.0, mask,
+                               frames != "all")
+    finally:
+        model.kd_frames = "all"
+    loss_kd = 4.0 * float(kd.sum()) / 3
+    assert float(stats["loss_ctc"]) == pytest.approx(float(src), rel=1e-5)
+    assert float(stats["loss_oracle_ctc"]) == pytest.approx(float(orc), rel=1e-5)
+    assert float(stats["loss_kd"]) == pytest.approx(loss_kd, rel=1e-5)
+    assert float(loss) == pytest.approx(float(src) + float(orc) + 0.5 * loss_kd, rel=1e-5)
+    assert int(weight) == 3 and "cer_oracle_ctc" in stats
+
+
+def test_self_distill_kd_stops_gradient_at_the_oracle_path(self_distill):
+    model, _ = self_distill
+    weights = (model.source_ctc_weight, model.oracle_ctc_weight)
+    model.source_ctc_weight, model.oracle_ctc_weight = 0.0, 0.0  # the KL term alone
+    try:
+        model.zero_grad()
+        speech, lengths, text, tl = speech_batch()
+        loss, _, _ = model(speech.clone(), lengths, text, tl)
+        loss.backward()
+        enc = model.encoder
+        oracle_only = [enc.target_embedding, enc.fusion_blocks, enc.after_norm]
+        for module in oracle_only:
+            assert all(p.grad is None or float(p.grad.abs().sum()) == 0
+                       for p in module.parameters())
+        assert float(sum(p.grad.abs().sum() for p in enc.source_encoder.parameters())) > 0
+        assert float(model.ctc.ctc_lo.weight.grad.abs().sum()) > 0
+        # with the oracle CTC on, the fusion blocks learn too
+        model.zero_grad()
+        model.oracle_ctc_weight = 1.0
+        loss, _, _ = model(speech.clone(), lengths, text, tl)
+        loss.backward()
+        assert float(sum(p.grad.abs().sum() for p in enc.fusion_blocks.parameters())) > 0
+    finally:
+        model.source_ctc_weight, model.oracle_ctc_weight = weights
+        model.zero_grad()
+
+
+def test_self_distill_option_checks(build):
+    with pytest.raises(TypeError, match="encoder: oracle_teacher"):
+        build("train_student.yaml", *TINY_STUDENT_ARGS, "--model", "oracle_self_distill")
+    with pytest.raises(ValueError, match="source path"):
+        build("train_oracle_self_distill.yaml", *TINY_ORACLE_ARGS,
+              "--model_conf", "source_ctc_weight=0.0", "--model_conf", "kd_weight=0.0")
+
+
+def test_self_distill_exports_as_plain_espnet_model(self_distill, tmp_path):
+    """config.inference.yaml + inference.pth load in stock ESPnet and give the source path."""
+    from espnet2.tasks.asr import ASRTask
+    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+    from espnet_oracle.bin.export_self_distill import main
+
+    model, args = self_distill
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    with open(exp / "config.yaml", "w", encoding="utf-8") as f:
+        yaml_no_alias_safe_dump(vars(args), f, indent=4, sort_keys=False)
+    torch.save(model.state_dict(), exp / "valid.loss.ave.pth")
+    main(["--exp_dir", str(exp)])
+    config = yaml.safe_load((exp / "config.inference.yaml").read_text())
+    assert config["model"] == "espnet" and config["encoder"] == "transformer"
+    assert config["encoder_conf"]["output_size"] == 32 and "vocab_size" not in config["encoder_conf"]
+    assert not {"kd_weight", "kd_temperature", "source_ctc_weight"} & set(config["model_conf"])
+    plain, _ = ASRTask.build_model_from_file(exp / "config.inference.yaml",
+                                             exp / "inference.pth", "cpu")
+    assert type(plain).__name__ == "ESPnetASRModel"
+    state = torch.load(exp / "inference.pth")
+    assert set(state) == set(plain.state_dict())  # nothing missing or left over (loading is lax)
+    plain.eval()
+    speech, lengths, text, tl = speech_batch()
+    for i, n in enumerate(lengths.tolist()):  # one utterance at a time: no padding rule involved
+        x, xl = speech[i : i + 1, :n], lengths[i : i + 1]
+        with torch.no_grad():
+            enc, lens = model.encode(x.clone(), xl)
+            ref = model.ctc.log_softmax(enc)
+            enc2, lens2 = plain.encode(x.clone(), xl)
+            got = plain.ctc.log_softmax(enc2)
+        assert lens.tolist() == lens2.tolist()
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(SystemExit, match="oracle_self_distill"):
+        (exp / "config.yaml").write_text(yaml.safe_dump(dict(config, model="espnet")))
+        main(["--exp_dir", str(exp)])
+
+
