@@ -539,3 +539,69 @@ def test_self_distill_exports_as_plain_espnet_model(self_distill, tmp_path):
         main(["--exp_dir", str(exp)])
 
 
+# ---------------------------------------------------------------------------
+# KD from both teachers' averaged posteriors
+
+
+def _post_set(root: Path, name: str, seed: int, fmt="dense", frames=(5, 7, 4), ids=None,
+              vocab=V, **stamp_overrides):
+    from espnet_oracle.utils.posteriors import LAYOUT, PosteriorWriter, write_meta
+
+    rng = np.random.default_rng(seed)
+    out = root / name
+    ids = ids or [f"utt{i}" for i in range(len(frames))]
+    stamp = dict(layout=LAYOUT, format=fmt, k=4 if fmt == "topk" else None,
+                 teacher_model_sha256=f"teacher-{name}", features_sha256="feats",
+                 text_sha256="text")
+    stamp.update(stamp_overrides)
+    writer = PosteriorWriter(str(out), "1", fmt=fmt, k=4, stamp=stamp)
+    arrays = {}
+    for utt, n in zip(ids, frames):
+        z = rng.standard_normal((n, vocab)) * 3
+        arrays[utt] = (z - np.log(np.exp(z).sum(1, keepdims=True))).astype(np.float32)
+        writer.write(utt, arrays[utt])
+    writer.close()
+    shutil.copy(writer.scp, out / "post.scp")
+    write_meta(str(out), format=fmt, k=stamp["k"], vocab_size=vocab, token_list_sha="tok",
+               frame_shift_ms=40.0, teacher=name, stamp=stamp)
+    return out / "post.scp"
+
+
+def test_average_posteriors(tmp_path):
+    from espnet_oracle.bin.average_posteriors import average_posteriors, main
+    from espnet_oracle.utils.posteriors import TeacherPosteriorReader
+
+    a = _post_set(tmp_path, "conv", 0)
+    b = _post_set(tmp_path, "oracle", 1, fmt="topk")
+    out = tmp_path / "avg"
+    assert average_posteriors([a, b], out, weights=[3, 1], fmt="dense") is True
+    ra, rb, avg = (TeacherPosteriorReader(str(p)) for p in (a, b, out / "post.scp"))
+    assert sorted(avg.keys()) == sorted(ra.keys())
+    for utt in ra.keys():
+        p = 0.75 * np.exp(ra[utt].astype(np.float64)) + 0.25 * np.exp(rb[utt].astype(np.float64))
+        got = avg[utt]
+        assert got.shape == ra[utt].shape
+        np.testing.assert_allclose(np.exp(got.astype(np.float64)), p, atol=2e-3, rtol=2e-3)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["vocab_size"] == V and meta["frame_shift_ms"] == 40.0
+    stamp = meta["stamp"]
+    assert stamp["features_sha256"] == "feats" and stamp["text_sha256"] == "text"
+    assert [s["weight"] for s in stamp["sources"]] == [0.75, 0.25]
+    assert (out / ".done").exists() and (out / "utt2num_frames").read_text().split() == [
+        "utt0", "5", "utt1", "7", "utt2", "4"]
+    assert average_posteriors([a, b], out, weights=[3, 1], fmt="dense") is False  # up to date
+    assert average_posteriors([a, b], out, fmt="topk", k=4) is True  # other options: rewritten
+    assert TeacherPosteriorReader(str(out / "post.scp")).fmt == "topk"
+    # refused: other utterances, frame counts, vocabulary, features
+    bad = {
+        "ids": (_post_set(tmp_path, "ids", 2, ids=["utt0", "utt1", "uttX"]), "other utterances"),
+        "frames": (_post_set(tmp_path, "frames", 3, frames=(5, 6, 4)), "utt1.*7 frames.*6"),
+        "vocab": (_post_set(tmp_path, "vocab", 4, vocab=V + 1), "token lists"),
+        "feats": (_post_set(tmp_path, "feats", 5, features_sha256="other"), "features"),
+    }
+    for path, match in bad.values():
+        with pytest.raises(ValueError, match=match):
+            average_posteriors([a, path], tmp_path / "refused")
+    with pytest.raises(SystemExit, match="other utterances"):
+        main(["--post_scp", str(a), "--post_scp", str(bad["ids"][0]),
+              "--out_dir", str(tmp_path / "refused")])
