@@ -25,7 +25,6 @@ to re-hash; re-running this tool after stage 7 catches a changed teacher).
 import argparse
 import hashlib
 import json
-import math
 import sys
 import time
 from pathlib import Path

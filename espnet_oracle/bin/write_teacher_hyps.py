@@ -19,7 +19,6 @@ added). Tokens missing from the token list, and blank, are refused.
 import argparse
 import math
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from espnet_oracle.utils.datadir import read_kaldi_map
