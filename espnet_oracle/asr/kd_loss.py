@@ -1,9 +1,19 @@
-"""Frame-level knowledge-distillation loss between CTC posteriors."""
+"""Distillation losses between CTC posteriors: frame-level KD, Guided CTC, sequence-level KD.
 
-from typing import Optional
+All three return per-utterance sums (B,); the caller averages over the batch, as
+ESPnet's CTC loss does (``reduce=True``: summed over the utterance, averaged over
+the batch), so the terms are on one scale.
+"""
+
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
+
+
+def valid_frames(lengths: torch.Tensor, maxlen: int) -> torch.Tensor:
+    """(B, maxlen) bool, True on each utterance's first ``lengths[b]`` frames."""
+    return ~make_pad_mask(lengths, maxlen=maxlen).to(lengths.device)
 
 
 def frame_kd_loss(
@@ -12,6 +22,7 @@ def frame_kd_loss(
     lengths: torch.Tensor,
     temperature: float = 1.0,
     frame_mask: Optional[torch.Tensor] = None,
+    renormalize: bool = False,
 ) -> torch.Tensor:
     """``KL(p_teacher^tau || p_student^tau)`` summed over each utterance's frames.
 
@@ -25,6 +36,10 @@ def frame_kd_loss(
         lengths: (B,) valid frames per utterance; frames beyond are padding.
         temperature: tau; both distributions are softened as ``softmax(z / tau)``.
         frame_mask: optional (B, T') bool, True for frames that count.
+        renormalize: with ``frame_mask``, scale utterance b's sum by
+            ``n_b / m_b`` (n_b valid frames, m_b valid frames selected by the
+            mask), so the utterance keeps the KD weight of all its n_b frames,
+            spread over the selected ones; 0 for an utterance with m_b = 0.
 
     Returns:
         (B,) per-utterance KL sums (not multiplied by tau^2).
@@ -37,7 +52,124 @@ def frame_kd_loss(
     student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher = torch.log_softmax(teacher_log_probs.float() / temperature, dim=-1)
     kl = (teacher.exp() * (teacher - student)).sum(dim=-1)  # (B, T')
-    valid = ~make_pad_mask(lengths, maxlen=kl.size(1)).to(kl.device)
-    if frame_mask is not None:
-        valid = valid & frame_mask
-    return kl.masked_fill(~valid, 0.0).sum(dim=1)
+    valid = valid_frames(lengths, kl.size(1)).to(kl.device)
+    selected = valid if frame_mask is None else valid & frame_mask
+    per_utt = kl.masked_fill(~selected, 0.0).sum(dim=1)
+    if renormalize and frame_mask is not None:
+        n = valid.sum(dim=1).to(per_utt.dtype)
+        m = selected.sum(dim=1).to(per_utt.dtype)
+        per_utt = torch.where(m > 0, per_utt * n / m.clamp(min=1), torch.zeros_like(per_utt))
+    return per_utt
+
+
+def teacher_spikes(
+    teacher_log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's spikes: valid frames whose most likely token is not blank.
+
+    Args:
+        teacher_log_probs: (B, T', V); lengths: (B,).
+
+    Returns:
+        (B, T') long, the teacher's most likely token per frame, and
+        (B, T') bool, True on valid frames where that token is not ``blank_id``.
+    """
+    best = teacher_log_probs.argmax(dim=-1)
+    spikes = (best != blank_id) & valid_frames(lengths, best.size(1)).to(best.device)
+    return best, spikes
+
+
+def guided_ctc_loss(
+    student_logits: torch.Tensor,
+    teacher_log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    blank_id: int = 0,
+) -> torch.Tensor:
+    """Guided CTC (Kurata & Audhkhasi, Interspeech 2019), probability form.
+
+    "Guiding CTC posterior spike timings for improved posterior fusion and
+    knowledge distillation": a 0/1 mask M (T', V) has M[t, k] = 1 where k is the
+    teacher's most likely token at frame t and k is not blank (the teacher's
+    spikes), and the guided model minimises ``-sum_t sum_k M[t, k] y[t, k]``
+    with y its own softmax output, pulling its spikes to the teacher's frames.
+    Here the term is written ``sum_t sum_k M[t, k] (1 - y[t, k])``: the same
+    gradient (it differs by the constant ``sum M``, the number of spike frames),
+    but >= 0 and 0 when the student puts all mass on the teacher's spike token.
+    Probability, not log-probability, as in the paper: bounded per frame (<= 1),
+    so a frame the student cannot fit does not dominate.
+
+    Args:
+        student_logits: (B, T', V) unnormalized student scores (temperature 1).
+        teacher_log_probs: (B, T', V) teacher log-probabilities (or scores: only
+            their argmax is used).
+        lengths: (B,) valid frames; padding frames never count.
+        blank_id: the CTC blank, never a spike.
+
+    Returns:
+        (B,) per-utterance sums over the teacher's spike frames.
+    """
+    if student_logits.shape != teacher_log_probs.shape:
+        raise ValueError(
+            f"student {tuple(student_logits.shape)} and teacher "
+            f"{tuple(teacher_log_probs.shape)} posteriors differ in shape"
+        )
+    best, spikes = teacher_spikes(teacher_log_probs, lengths, blank_id)
+    prob = torch.softmax(student_logits.float(), dim=-1)
+    guided = prob.gather(-1, best.unsqueeze(-1)).squeeze(-1)  # (B, T') y[t, k_t]
+    return (1.0 - guided).masked_fill(~spikes, 0.0).sum(dim=1)
+
+
+def weighted_ctc_loss(
+    student_logits: torch.Tensor,
+    lengths: torch.Tensor,
+    nbest: Sequence[Sequence[Tuple[float, Sequence[int]]]],
+    blank_id: int = 0,
+) -> torch.Tensor:
+    """Sequence-level KD: ``sum_n w_n * CTC(student, y_n)`` per utterance.
+
+    ``y_n`` are the teacher's hypotheses (1-best: one with weight 1; N-best:
+    several, weighted). Each CTC term is ``-log P(y_n | x)`` summed over the
+    utterance's frames, as ESPnet's builtin CTC computes it (torch's CTC loss,
+    ``zero_infinity=True``: a hypothesis too long for the utterance's frames
+    counts 0, not inf). Hypotheses of weight 0 are skipped.
+
+    Args:
+        student_logits: (B, T', V) unnormalized student scores.
+        lengths: (B,) valid frames.
+        nbest: per utterance, a list of (weight, token ids) — ids without blank.
+        blank_id: the CTC blank.
+
+    Returns:
+        (B,) per-utterance weighted CTC sums.
+    """
+    batch = student_logits.size(0)
+    if len(nbest) != batch:
+        raise ValueError(f"{len(nbest)} hypothesis lists for a batch of {batch}")
+    rows: List[int] = []
+    weights: List[float] = []
+    targets: List[int] = []
+    target_lengths: List[int] = []
+    for b, hyps in enumerate(nbest):
+        for weight, ids in hyps:
+            if weight == 0:
+                continue
+            rows.append(b)
+            weights.append(float(weight))
+            targets.extend(int(i) for i in ids)
+            target_lengths.append(len(ids))
+    device = student_logits.device
+    out = torch.zeros(batch, device=device, dtype=torch.float32)
+    if not rows:
+        return out + 0.0 * student_logits.sum()  # keep the graph (e.g. for DDP)
+    index = torch.tensor(rows, device=device)
+    log_probs = torch.log_softmax(student_logits.float(), dim=-1).index_select(0, index)
+    per_hyp = torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1),  # (T', N, V)
+        torch.tensor(targets, dtype=torch.long, device=device),
+        lengths.to(device).index_select(0, index),
+        torch.tensor(target_lengths, dtype=torch.long, device=device),
+        blank=blank_id,
+        reduction="none",
+        zero_infinity=True,
+    )
+    return out.index_add(0, index, per_hyp * torch.tensor(weights, device=device))

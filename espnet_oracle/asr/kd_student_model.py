@@ -10,9 +10,10 @@ from typeguard import typechecked
 from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
     install_exact_subsampling_lengths,
 )
-from espnet_oracle.asr.kd_loss import frame_kd_loss
+from espnet_oracle.asr.kd_loss import frame_kd_loss, guided_ctc_loss, weighted_ctc_loss
+from espnet_oracle.utils.teacher_hyps import unpack_batch
 
-KD_FRAME_CHOICES = ("all", "teacher_nonblank")
+KD_FRAME_CHOICES = ("all", "teacher_nonblank", "teacher_nonblank_renorm")
 
 
 class FrameMismatchError(ValueError):
@@ -20,19 +21,49 @@ class FrameMismatchError(ValueError):
 
 
 class KDStudentModel(ESPnetASRModel):
-    """ESPnet CTC model with loss ``(1 - a) * CTC + a * tau^2 * KL(p_t^tau || p_s^tau)``.
+    """ESPnet CTC model trained with knowledge distillation from a teacher.
 
-    The KL term is summed over an utterance's valid frames and averaged over the
-    batch, the same normalization as ESPnet's CTC loss (``reduce=True``), so
-    ``kd_weight`` trades terms of equal scale. The student has no parameters
-    beyond a plain ESPnet CTC model: at inference it *is* ``model: espnet``
+    loss = (1 - a) * CTC(y)                          a = kd_weight
+         + a * tau^2 * KD                            tau = kd_temperature
+         + g * GuidedCTC                             g = guided_ctc_weight
+         + s * sum_n w_n CTC(y_teacher_n)            s = seq_kd_weight
+
+    Every term is summed over an utterance's valid frames and averaged over the
+    batch, the normalization of ESPnet's CTC loss (``reduce=True``), so the
+    weights trade terms of comparable scale. ``kd_weight`` interpolates CTC and
+    frame KD as before; the other two are added on top (0 = off).
+
+    - KD: ``sum_t KL(p_teacher^tau(t) || p_student^tau(t))`` over the frames
+      chosen by ``kd_frames``, from the stored posteriors ``teacher_post``.
+    - GuidedCTC (Kurata & Audhkhasi, Interspeech 2019, see
+      ``kd_loss.guided_ctc_loss``): ``sum_t M_t (1 - p_student(k_t | t))`` over
+      the teacher's spike frames t (teacher argmax k_t not blank), from the same
+      ``teacher_post``. "Frame-level KD + Guided CTC" is ``kd_weight`` > 0 and
+      ``guided_ctc_weight`` > 0.
+    - Sequence-level KD: CTC of the student towards the teacher's hypotheses
+      ``teacher_hyp`` (data type ``teacher_hyps``: 1-best with weight 1, or a
+      weighted N-best), see ``kd_loss.weighted_ctc_loss``.
+
+    Teacher posteriors are needed when ``kd_weight`` or ``guided_ctc_weight`` is
+    > 0, teacher hypotheses when ``seq_kd_weight`` is > 0; given anyway, their
+    terms are computed for the stats. The student has no parameters beyond a
+    plain ESPnet CTC model: at inference it *is* ``model: espnet``
     (``espnet_oracle.bin.export_student`` writes that config).
 
     Args:
         kd_weight: alpha in [0, 1].
         kd_temperature: tau > 0.
-        kd_frames: ``all`` valid frames, or ``teacher_nonblank``: only frames whose
-            teacher argmax is not blank.
+        kd_frames: which frames the KL is summed over:
+            ``all``: every valid frame;
+            ``teacher_nonblank``: only valid frames whose teacher argmax is not
+            blank (the KD term then weighs less, in proportion to the share of
+            blank frames);
+            ``teacher_nonblank_renorm``: the same frames, the utterance's sum
+            scaled by n_b / m_b (n_b valid frames, m_b of them selected), so each
+            utterance keeps the KD weight of ``all``; an utterance without a
+            teacher spike (m_b = 0) contributes 0.
+        guided_ctc_weight: g >= 0.
+        seq_kd_weight: s >= 0.
     """
 
     @typechecked
@@ -42,6 +73,8 @@ class KDStudentModel(ESPnetASRModel):
         kd_weight: float = 0.5,
         kd_temperature: float = 1.0,
         kd_frames: str = "all",
+        guided_ctc_weight: float = 0.0,
+        seq_kd_weight: float = 0.0,
         **kwargs,
     ):
         kwargs.setdefault("ctc_weight", 1.0)
@@ -54,6 +87,10 @@ class KDStudentModel(ESPnetASRModel):
             raise ValueError(f"kd_temperature must be > 0: {kd_temperature}")
         if kd_frames not in KD_FRAME_CHOICES:
             raise ValueError(f"kd_frames must be one of {KD_FRAME_CHOICES}: {kd_frames!r}")
+        if guided_ctc_weight < 0:
+            raise ValueError(f"guided_ctc_weight must be >= 0: {guided_ctc_weight}")
+        if seq_kd_weight < 0:
+            raise ValueError(f"seq_kd_weight must be >= 0: {seq_kd_weight}")
         if self.decoder is not None:
             raise ValueError("model: kd_student is CTC-only; set decoder: null")
         if self.specaug is not None and getattr(self.specaug, "time_warp", None) is not None:
@@ -69,6 +106,8 @@ class KDStudentModel(ESPnetASRModel):
         self.kd_weight = kd_weight
         self.kd_temperature = kd_temperature
         self.kd_frames = kd_frames
+        self.guided_ctc_weight = guided_ctc_weight
+        self.seq_kd_weight = seq_kd_weight
 
     def check_frames(
         self,
@@ -95,6 +134,26 @@ class KDStudentModel(ESPnetASRModel):
                 "posteriors are never truncated or padded to fit."
             )
 
+    def teacher_hypotheses(
+        self,
+        teacher_hyp: torch.Tensor,
+        teacher_hyp_lengths: torch.Tensor,
+        utt_id: Optional[List[str]],
+    ) -> List[List[Tuple[float, List[int]]]]:
+        """Unpack the batch's teacher hypotheses; refuse ids the student cannot emit."""
+        nbest = unpack_batch(teacher_hyp, teacher_hyp_lengths)
+        for i, hyps in enumerate(nbest):
+            for _, ids in hyps:
+                bad = [t for t in ids if t >= self.vocab_size or t == self.blank_id]
+                if bad:
+                    name = utt_id[i] if utt_id is not None else f"batch item {i}"
+                    raise ValueError(
+                        f"utterance {name}: teacher hypothesis has token id {bad[0]}, which "
+                        f"is blank or outside the student's {self.vocab_size} tokens: "
+                        "teacher and student must share one token list"
+                    )
+        return nbest
+
     def forward(
         self,
         speech: torch.Tensor,
@@ -103,20 +162,32 @@ class KDStudentModel(ESPnetASRModel):
         text_lengths: torch.Tensor,
         teacher_post: Optional[torch.Tensor] = None,
         teacher_post_lengths: Optional[torch.Tensor] = None,
+        teacher_hyp: Optional[torch.Tensor] = None,
+        teacher_hyp_lengths: Optional[torch.Tensor] = None,
         utt_id: Optional[List[str]] = None,
         **kwargs,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
-        """CTC + frame KD.
+        """CTC + frame KD + Guided CTC + sequence-level KD (see the class docstring).
 
         Args:
             speech: (B, T, F); speech_lengths: (B,); text: (B, L); text_lengths: (B,).
             teacher_post: (B, T', V) teacher log-probs; teacher_post_lengths: (B,).
+            teacher_hyp: (B, P) packed teacher hypotheses (``teacher_hyps`` data
+                type); teacher_hyp_lengths: (B,).
             utt_id: utterance ids (ESPnet's trainer passes them), used in errors.
         """
-        if teacher_post is None or teacher_post_lengths is None:
+        has_post = teacher_post is not None and teacher_post_lengths is not None
+        if (self.kd_weight > 0 or self.guided_ctc_weight > 0) and not has_post:
             raise ValueError(
-                "model: kd_student needs teacher posteriors: add "
-                "--train_data_path_and_name_and_type <post.scp>,teacher_post,teacher_posterior "
+                "model: kd_student needs teacher posteriors (kd_weight or guided_ctc_weight "
+                "> 0): add --train_data_path_and_name_and_type "
+                "<post.scp>,teacher_post,teacher_posterior (and the same for --valid_...)"
+            )
+        has_hyp = teacher_hyp is not None and teacher_hyp_lengths is not None
+        if self.seq_kd_weight > 0 and not has_hyp:
+            raise ValueError(
+                "model: kd_student needs teacher hypotheses (seq_kd_weight > 0): add "
+                "--train_data_path_and_name_and_type <teacher_hyp.txt>,teacher_hyp,teacher_hyps "
                 "(and the same for --valid_...)"
             )
         text = text[:, : text_lengths.max()]
@@ -124,25 +195,34 @@ class KDStudentModel(ESPnetASRModel):
         encoder_out, encoder_out_lens = self.encode(speech, speech_lengths)
         if isinstance(encoder_out, tuple):
             encoder_out = encoder_out[0]
-        self.check_frames(encoder_out_lens, teacher_post_lengths, teacher_post, utt_id)
-        teacher_post = teacher_post[:, : encoder_out.size(1)]
 
         loss_ctc, cer_ctc = self._calc_ctc_loss(encoder_out, encoder_out_lens, text, text_lengths)
-        frame_mask = None
-        if self.kd_frames == "teacher_nonblank":
-            frame_mask = teacher_post.argmax(dim=-1) != self.blank_id
+        loss = (1.0 - self.kd_weight) * loss_ctc
+        stats = dict(loss_ctc=loss_ctc.detach(), cer_ctc=cer_ctc)
         student_logits = self.ctc.ctc_lo(encoder_out)
-        kd_per_utt = frame_kd_loss(
-            student_logits, teacher_post, encoder_out_lens, self.kd_temperature, frame_mask
-        )
-        loss_kd = kd_per_utt.sum() / batch_size * self.kd_temperature**2
-        loss = (1.0 - self.kd_weight) * loss_ctc + self.kd_weight * loss_kd
-
-        stats = dict(
-            loss=loss.detach(),
-            loss_ctc=loss_ctc.detach(),
-            loss_kd=loss_kd.detach(),
-            cer_ctc=cer_ctc,
-        )
+        if has_post:
+            self.check_frames(encoder_out_lens, teacher_post_lengths, teacher_post, utt_id)
+            teacher_post = teacher_post[:, : encoder_out.size(1)]
+            frame_mask = None
+            if self.kd_frames in ("teacher_nonblank", "teacher_nonblank_renorm"):
+                frame_mask = teacher_post.argmax(dim=-1) != self.blank_id
+            kd_per_utt = frame_kd_loss(
+                student_logits, teacher_post, encoder_out_lens, self.kd_temperature,
+                frame_mask, renormalize=self.kd_frames == "teacher_nonblank_renorm",
+            )
+            loss_kd = kd_per_utt.sum() / batch_size * self.kd_temperature**2
+            loss = loss + self.kd_weight * loss_kd
+            stats["loss_kd"] = loss_kd.detach()
+            guided = guided_ctc_loss(student_logits, teacher_post, encoder_out_lens, self.blank_id)
+            loss_guided = guided.sum() / batch_size
+            loss = loss + self.guided_ctc_weight * loss_guided
+            stats["loss_guided_ctc"] = loss_guided.detach()
+        if has_hyp:
+            nbest = self.teacher_hypotheses(teacher_hyp, teacher_hyp_lengths, utt_id)
+            seq = weighted_ctc_loss(student_logits, encoder_out_lens, nbest, self.blank_id)
+            loss_seq_kd = seq.sum() / batch_size
+            loss = loss + self.seq_kd_weight * loss_seq_kd
+            stats["loss_seq_kd"] = loss_seq_kd.detach()
+        stats["loss"] = loss.detach()
         loss, stats, weight = force_gatherable((loss, stats, batch_size), loss.device)
         return loss, stats, weight

@@ -14,6 +14,28 @@ from espnet_oracle.asr.encoder.oracle_teacher_encoder import (
 )
 
 
+def encoder_input(
+    model: ESPnetASRModel, speech: torch.Tensor, speech_lengths: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """What an ESPnet model's encoder reads: features -> (specaug in training)
+    -> normalize -> preencoder, as ``ESPnetASRModel.encode`` does before its encoder.
+
+    Args:
+        speech: (B, T, F) or (B, S) waveform; speech_lengths: (B,).
+
+    Returns:
+        (B, T, D) features and (B,) lengths.
+    """
+    feats, feats_lengths = model._extract_feats(speech, speech_lengths)
+    if model.specaug is not None and model.training:
+        feats, feats_lengths = model.specaug(feats, feats_lengths)
+    if model.normalize is not None:
+        feats, feats_lengths = model.normalize(feats, feats_lengths)
+    if model.preencoder is not None:
+        feats, feats_lengths = model.preencoder(feats, feats_lengths)
+    return feats, feats_lengths
+
+
 class OracleTeacherModel(ESPnetASRModel):
     """CTC model ``P(frame labels | x, y)`` for knowledge distillation.
 
@@ -54,13 +76,7 @@ class OracleTeacherModel(ESPnetASRModel):
             speech: (B, T, F) or (B, S) waveform; speech_lengths: (B,).
             text: (B, L) target ids, padding -1; text_lengths: (B,).
         """
-        feats, feats_lengths = self._extract_feats(speech, speech_lengths)
-        if self.specaug is not None and self.training:
-            feats, feats_lengths = self.specaug(feats, feats_lengths)
-        if self.normalize is not None:
-            feats, feats_lengths = self.normalize(feats, feats_lengths)
-        if self.preencoder is not None:
-            feats, feats_lengths = self.preencoder(feats, feats_lengths)
+        feats, feats_lengths = encoder_input(self, speech, speech_lengths)
         return self.encoder.encode_with_target(feats, feats_lengths, text, text_lengths)
 
     def encode(

@@ -1,8 +1,10 @@
 """ESPnet ASR task with the Oracle Teacher and KD-student plugins registered.
 
 Importing this module registers, in ESPnet's own ASR registries,
-``encoder: oracle_teacher``, ``model: oracle_teacher``, ``model: kd_student`` and
-the data type ``teacher_posterior``, so plain ESPnet YAML configs select them.
+``encoder: oracle_teacher``, ``model: oracle_teacher``, ``model: kd_student``,
+``model: oracle_self_distill`` and the data types ``teacher_posterior`` (name
+``teacher_post``) and ``teacher_hyps`` (name ``teacher_hyp``), so plain ESPnet
+YAML configs select them.
 Registration happens at import time because ESPnet's multi-GPU launcher spawns
 fresh processes that import the task again.
 """
@@ -22,10 +24,13 @@ from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
 )
 from espnet_oracle.asr.encoder.oracle_teacher_encoder import OracleTeacherEncoder
 from espnet_oracle.asr.kd_student_model import KDStudentModel
+from espnet_oracle.asr.oracle_self_distill_model import OracleSelfDistillModel
 from espnet_oracle.asr.oracle_teacher_model import OracleTeacherModel
 from espnet_oracle.utils.posteriors import register_data_type
+from espnet_oracle.utils.teacher_hyps import register_data_type as register_hyps_data_type
 
 TEACHER_POST = "teacher_post"
+TEACHER_HYP = "teacher_hyp"
 
 
 def register_plugins() -> None:
@@ -33,20 +38,22 @@ def register_plugins() -> None:
     espnet_asr_task.encoder_choices.classes.setdefault("oracle_teacher", OracleTeacherEncoder)
     espnet_asr_task.model_choices.classes.setdefault("oracle_teacher", OracleTeacherModel)
     espnet_asr_task.model_choices.classes.setdefault("kd_student", KDStudentModel)
+    espnet_asr_task.model_choices.classes.setdefault("oracle_self_distill", OracleSelfDistillModel)
     register_data_type()
+    register_hyps_data_type()
 
 
 register_plugins()
 
 
 class OracleASRTask(ASRTask):
-    """ASRTask that also accepts teacher posteriors as training data."""
+    """ASRTask that also accepts teacher posteriors and hypotheses as training data."""
 
     @classmethod
     def optional_data_names(
         cls, train: bool = True, inference: bool = False
     ) -> Tuple[str, ...]:
-        return tuple(super().optional_data_names(train, inference)) + (TEACHER_POST,)
+        return tuple(super().optional_data_names(train, inference)) + (TEACHER_POST, TEACHER_HYP)
 
     @classmethod
     @typechecked
