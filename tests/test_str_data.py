@@ -52,7 +52,7 @@ def word_list(tmp_path_factory):
 
 
 def render(out: Path, word_list: Path, seed: int = 3, nj: int = 1, **sizes) -> Path:
-    if not (DEJAVU / "DejaVuSans.ttf").is_file() or not (DEJAVU / "DejaVuSerif.ttf").is_file():
+    if not all((DEJAVU / f).is_file() for f in ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")):
         pytest.skip("DejaVu fonts not installed (Debian fonts-dejavu-core, fonts-dejavu-extra)")
     counts = dict(SIZES, **sizes)
     argv = [
