@@ -63,7 +63,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from str_common import ALPHABET, filter_label, slug, write_image_data_dir  # noqa: E402
+from str_common import filter_label, slug, write_image_data_dir  # noqa: E402
 
 FORMAT_VERSION = 1
 HEIGHT = 32
