@@ -36,7 +36,9 @@ import yaml
 
 from espnet_oracle.utils.datadir import atomic_copy, atomic_write_text
 
-KD_MODEL_CONF = ("kd_weight", "kd_temperature", "kd_frames")
+KD_MODEL_CONF = ("kd_weight", "kd_temperature", "kd_frames", "guided_ctc_weight", "seq_kd_weight")
+# training-only inputs of a KD student
+KD_DATA_NAMES = ("teacher_post", "teacher_hyp")
 INFERENCE_CONFIG = "config.inference.yaml"
 STATS_COPY = "feats_stats.npz"
 
@@ -101,7 +103,7 @@ def plain_config(config: dict) -> dict:
     }
     for key in ("train_data_path_and_name_and_type", "valid_data_path_and_name_and_type"):
         if key in config:
-            config[key] = [entry for entry in config[key] if entry[1] != "teacher_post"]
+            config[key] = [entry for entry in config[key] if entry[1] not in KD_DATA_NAMES]
     return config
 
 

@@ -19,6 +19,7 @@ from espnet_oracle.utils.quiet_import import import_espnet_asr_task
 espnet_asr_task = import_espnet_asr_task()
 ASRTask = espnet_asr_task.ASRTask
 
+from espnet_oracle.asr.encoder.crnn_encoder import CRNNEncoder
 from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
     install_exact_subsampling_lengths,
 )
@@ -36,6 +37,7 @@ TEACHER_HYP = "teacher_hyp"
 def register_plugins() -> None:
     """Add our classes to ESPnet's ASR class choices (idempotent)."""
     espnet_asr_task.encoder_choices.classes.setdefault("oracle_teacher", OracleTeacherEncoder)
+    espnet_asr_task.encoder_choices.classes.setdefault("crnn", CRNNEncoder)
     espnet_asr_task.model_choices.classes.setdefault("oracle_teacher", OracleTeacherModel)
     espnet_asr_task.model_choices.classes.setdefault("kd_student", KDStudentModel)
     espnet_asr_task.model_choices.classes.setdefault("oracle_self_distill", OracleSelfDistillModel)
