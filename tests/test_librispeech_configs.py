@@ -191,7 +191,7 @@ def test_gpu_check_sh_dry_run_and_cuda_refusal(tmp_path):
     import os
     import subprocess
 
-    script = REPO / "scripts" / "gpu_check.sh"
+    script = REPO / "egs" / "librispeech_100" / "local" / "gpu_check.sh"
     done = subprocess.run([str(script), "--dry_run", "--out_dir", str(tmp_path / "dry")],
                           capture_output=True, text=True, env=dict(os.environ))
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # GPU check of the LibriSpeech-100 configs (one prepared script, <= 10 min, no network needed).
 #
-# Usage: scripts/gpu_check.sh [--wheelhouse wheelhouse] [--out_dir exp/gpu_check] [--steps 200]
+# Usage: local/gpu_check.sh [--wheelhouse wheelhouse] [--out_dir exp/gpu_check] [--steps 200]
 #                             [--max_seconds 60] [--dry_run]
 #
 # On a machine with Python 3.12 + torch/torchaudio 2.11 and a GPU: installs the wheels made by
-# scripts/build_wheelhouse.sh offline into <out_dir>/site (pip install --no-index --no-deps
+# local/build_wheelhouse.sh offline into <out_dir>/site (pip install --no-index --no-deps
 # --target; nothing outside that folder changes), then runs
 # egs/librispeech_100/local/gpu_check.py from this repository (PYTHONPATH): the 100 h teacher,
 # Oracle Teacher and student (plain CTC and KD) plus the teacher built by stock ESPnet, each
@@ -17,7 +17,7 @@
 # on the CPU -- checks the logic only (tests/test_librispeech_gpu_check.py runs it).
 set -euo pipefail
 
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 wheelhouse=${repo_root}/wheelhouse
 out_dir=exp/gpu_check
 steps=200
@@ -48,7 +48,7 @@ python=${PYTHON:-python3}
     || { log "need torch/torchaudio with a CUDA device"; exit 1; }
 site=${out_dir}/site
 if [ ! -f "${site}/.installed" ]; then
-    ls "${wheelhouse}"/*.whl > /dev/null 2>&1 || { log "no wheels in ${wheelhouse}: run scripts/build_wheelhouse.sh where there is network, copy it here"; exit 1; }
+    ls "${wheelhouse}"/*.whl > /dev/null 2>&1 || { log "no wheels in ${wheelhouse}: run local/build_wheelhouse.sh where there is network, copy it here"; exit 1; }
     log "installing $(ls "${wheelhouse}"/*.whl | wc -l) wheels offline into ${site}"
     "${python}" -m pip install -q --no-index --no-deps --target "${site}" "${wheelhouse}"/*.whl
     touch "${site}/.installed"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Download the wheels a GPU machine with only Python 3.12 + torch/torchaudio 2.11 lacks to train
-# this project's ESPnet configs (scripts/gpu_check.sh installs them there, offline).
+# this project's ESPnet configs (local/gpu_check.sh installs them there, offline).
 #
-# Usage: scripts/build_wheelhouse.sh [--out wheelhouse] [--python_version 3.12]
+# Usage: local/build_wheelhouse.sh [--out wheelhouse] [--python_version 3.12]
 #
 # Explicit list, --no-deps, pinned to the versions this project is tested with (.venv): the
 # import closure of espnet_oracle.tasks.oracle_asr + espnet2.bin.asr_train + the training
@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
         *) echo "build_wheelhouse.sh: unknown argument $1" >&2; exit 1 ;;
     esac
 done
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 pip=${PIP:-pip}
 abi=cp${python_version/./}
 
@@ -62,4 +62,4 @@ rm -f "${out}"/*.tar.gz "${out}"/*.zip
 ( cd "${out}" && ls -1 *.whl > MANIFEST && sha256sum *.whl > SHA256SUMS )
 total=$(du -cb "${out}"/*.whl | tail -1 | cut -f1)
 echo "build_wheelhouse.sh: $(ls "${out}"/*.whl | wc -l) wheels, $((total / 1000000)) MB in ${out} (aim: <= 60 MB)" >&2
-echo "build_wheelhouse.sh: copy ${out}/ and the repository (${repo_root}) to the GPU machine, then run scripts/gpu_check.sh" >&2
+echo "build_wheelhouse.sh: copy ${out}/ and the repository (${repo_root}) to the GPU machine, then run local/gpu_check.sh" >&2
