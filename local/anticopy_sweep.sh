@@ -83,6 +83,8 @@ while [ "${#pids[@]}" -gt 0 ]; do wait_one; done
     echo -e "variant\tset\tprobe\tmetric\tvalue"
     [ -f exp/teacher_eval/summary.tsv ] && tail -n +2 exp/teacher_eval/summary.tsv | grep teacher_oracle | cut -f2- | sed 's/^/default\t/'
     for v in ${variants}; do
+        # a variant that failed this time may still hold an earlier run's results: leave them out
+        [[ " ${failed[*]} " == *" ${v} "* ]] && continue
         f=exp/anticopy/${v}/teacher_eval/summary.tsv
         [ -f "${f}" ] && tail -n +2 "${f}" | grep teacher_oracle | cut -f2- | sed "s/^/${v}\t/"
     done

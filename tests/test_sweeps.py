@@ -101,3 +101,27 @@ def test_anticopy_sweep_goes_on_past_a_failed_variant(tmp_path):
     assert "FAILED" in result.stderr and "aux_ctc" in result.stderr
     assert (recipe / "exp" / "anticopy" / "failed_variants").read_text().split() == ["aux_ctc"]
     assert (recipe / "exp" / "anticopy" / "summary.tsv").exists()
+
+
+def test_anticopy_summary_leaves_out_a_failed_variants_old_results(tmp_path):
+    """A variant that fails this time must not enter the table with the numbers an earlier
+    run left in its teacher_eval dir (the summary says it is not in the table)."""
+    script, calls, recipe = sweep_tree(tmp_path, "anticopy_sweep.sh", "exp/anticopy/aux_ctc|")
+    (recipe / "exp" / "teacher_conventional").mkdir(parents=True)
+    (recipe / "exp" / "teacher_conventional" / ".done").touch()
+    for variant in ("posenc", "aux_ctc"):
+        old = recipe / "exp" / "anticopy" / variant / "teacher_eval"
+        old.mkdir(parents=True)
+        (old / "summary.tsv").write_text(
+            "system\tset\tprobe\tmetric\tvalue\n"
+            f"teacher_oracle\ttest\ttrue_transcript\tcer\t{'1.0' if variant == 'posenc' else '99.0'}\n"
+        )
+    result = subprocess.run(
+        [str(script), "--variants", "posenc aux_ctc"],
+        cwd=recipe, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = (recipe / "exp" / "anticopy" / "summary.tsv").read_text().splitlines()
+    variants = {row.split("\t")[0] for row in rows[1:]}
+    assert "posenc" in variants
+    assert "aux_ctc" not in variants, rows
