@@ -81,6 +81,30 @@ def group_label(group: str, system: str) -> str:
     return label
 
 
+#: model_conf keys with their own columns in the settings table
+CORE_MODEL_CONF = ("ctc_weight", "kd_weight", "kd_temperature", "kd_frames")
+#: ESPnet options whose values change the model itself (not where data or output live)
+MODEL_OPTIONS = ("--encoder_conf", "--model_conf", "--encoder", "--specaug", "--specaug_conf",
+                 "--preencoder", "--preencoder_conf", "--frontend", "--frontend_conf")
+
+
+def other_options(config: dict, stamp: dict) -> List[str]:
+    """What else shaped a system: model_conf entries beyond the KD columns (e.g. Guided CTC,
+    sequence-level KD, aux CTC weights; from config.yaml) and model options given on the
+    command line on top of the config file (e.g. anti-copy encoder_conf overrides; from stamp.json)."""
+    out = [f"{k}={v}" for k, v in sorted((config.get("model_conf") or {}).items())
+           if k not in CORE_MODEL_CONF]
+    options = list(stamp.get("options") or [])
+    for i, arg in enumerate(options):
+        name, eq, value = arg.partition("=")
+        if name not in MODEL_OPTIONS or name == "--model_conf":  # model_conf: already above
+            continue
+        if not eq:
+            value = options[i + 1] if i + 1 < len(options) else ""
+        out.append(f"{name[2:]}: {value}")
+    return out
+
+
 def system_settings(directory: Path) -> dict:
     """What a trained system was made with, from ESPnet's config.yaml and our stamp.json."""
     import yaml
@@ -102,6 +126,7 @@ def system_settings(directory: Path) -> dict:
         "kd_frames": model_conf.get("kd_frames") if kd else None,
         "seed": config.get("seed"),
         "max_epoch": config.get("max_epoch"),
+        "other": ", ".join(other_options(config, stamp)) or None,
         "stamped": bool(stamp),
     }
 
@@ -213,8 +238,9 @@ def main(argv=None):
             "From each system's `config.yaml` (written by ESPnet) and `stamp.json` (config, options and "
             "input fingerprints, checked by run.sh before any reuse). Student directory names carry the "
             "KD settings: `student_<system>_a<KD weight>_t<temperature>_<frames>_seed<seed>`.", "",
-            "| system | directories | config | model | KD weight | KD temperature | KD frames | seeds | max epoch |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| system | directories | config | model | KD weight | KD temperature | KD frames | seeds | max epoch "
+            "| other model options |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for name, label, dirs in systems:
         settings = [system_settings(d) for d in dirs]
 
@@ -226,7 +252,8 @@ def main(argv=None):
         unstamped = " (no stamp: older run)" if not all(x["stamped"] for x in settings) else ""
         out.append(f"| {label} | `{dir_names}` | `{values('config')}`{unstamped} | {values('model')} | "
                    f"{values('kd_weight')} | {values('kd_temperature')} | {values('kd_frames')} | "
-                   f"{values('seed') if name.startswith('student_') else '–'} | {values('max_epoch')} |")
+                   f"{values('seed') if name.startswith('student_') else '–'} | {values('max_epoch')} | "
+                   f"{'; '.join(sorted({x['other'] for x in settings if x['other']})) or '–'} |")
 
     # ---- beam search ----
     out += ["", "### CTC prefix beam search (ESPnet BatchBeamSearch + CTCPrefixScorer)", "",

@@ -1,0 +1,50 @@
+"""RESULTS.md (stage 10) must say what every system was trained with and how many seeds a
+number averages: no cheap model needed, only the files the pipeline leaves in exp/."""
+
+import json
+from pathlib import Path
+
+import yaml
+
+from espnet_oracle.bin import make_results
+
+
+def system(exp: Path, name: str, config: dict, options=(), scores=None):
+    d = exp / name
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    (d / "stamp.json").write_text(json.dumps(dict(kind="train", config="conf/x.yaml", config_sha256="0" * 64,
+                                                  options=list(options), inputs={})), encoding="utf-8")
+    for set_name, values in (scores or {}).items():
+        decode = d / f"decode_{set_name}_greedy"
+        decode.mkdir()
+        (decode / "scores.json").write_text(json.dumps(values), encoding="utf-8")
+    return d
+
+
+def row_of(text: str, start: str, after: str) -> str:
+    lines = text.splitlines()
+    begin = lines.index(after)
+    return next(line for line in lines[begin:] if line.startswith(start))
+
+
+def test_settings_table_lists_options_beyond_the_kd_settings(tmp_path):
+    """A student trained with Guided CTC / sequence-level KD (same dir name as the plain KD
+    student) and an Oracle Teacher trained with anti-copy overrides must be told apart."""
+    exp = tmp_path / "exp"
+    system(exp, "teacher_oracle", dict(model="oracle_teacher", seed=0, max_epoch=3,
+                                       model_conf=dict(ctc_weight=1.0, aux_source_ctc_weight=0.0)),
+           options=["--encoder_conf", "target_positional_encoding=true", "--seed", "0"])
+    system(exp, "student_oraclekd_a0.5_t1_all_seed1",
+           dict(model="kd_student", seed=1, max_epoch=3,
+                model_conf=dict(ctc_weight=1.0, kd_weight=0.5, kd_temperature=1.0, kd_frames="all",
+                                guided_ctc_weight=0.3, seq_kd_weight=0.0)))
+    out = tmp_path / "RESULTS.md"
+    make_results.main(["--exp", str(exp), "--sets", "test", "--seeds", "1", "--out", str(out)])
+    text = out.read_text(encoding="utf-8")
+    title = "### What each system was trained with"
+    student = row_of(text, "| student, KD from Oracle Teacher", title)
+    assert "guided_ctc_weight=0.3" in student
+    teacher = row_of(text, "| Oracle Teacher", title)
+    assert "target_positional_encoding=true" in teacher
+
