@@ -48,3 +48,18 @@ def test_settings_table_lists_options_beyond_the_kd_settings(tmp_path):
     teacher = row_of(text, "| Oracle Teacher", title)
     assert "target_positional_encoding=true" in teacher
 
+
+def test_seed_count_and_means_say_when_seeds_are_missing(tmp_path):
+    """A group of three seed dirs of which one has no scores averages two: the table must not
+    present it as a three-seed mean."""
+    exp = tmp_path / "exp"
+    config = dict(model="espnet", seed=1, max_epoch=3, model_conf=dict(ctc_weight=1.0))
+    system(exp, "student_nokd_seed1", config, scores={"test": dict(wer=10.0, cer=5.0)})
+    system(exp, "student_nokd_seed2", config, scores={"test": dict(wer=12.0, cer=6.0)})
+    system(exp, "student_nokd_seed3", config)  # training or decoding never finished
+    out = tmp_path / "RESULTS.md"
+    make_results.main(["--exp", str(exp), "--sets", "test", "--seeds", "1 2 3", "--out", str(out)])
+    text = out.read_text(encoding="utf-8")
+    row = row_of(text, "| student, no KD", "## Systems")
+    assert "11.00 ± 1.41" in row
+    assert "2 of 3 seeds" in row, row

@@ -136,12 +136,18 @@ def scores(exp_dir: Path, set_name: str, mode: str) -> Optional[dict]:
 
 
 def fmt(values: List[Optional[float]], digits: int = 2, scale: float = 1.0) -> str:
+    """One value, or mean ± std of several (one per seed); says so when some seeds have none."""
+    given = len(values)
     values = [v * scale for v in values if v is not None and not math.isnan(v)]
     if not values:
         return "–"
     if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+        text = f"{values[0]:.{digits}f}"
+    else:
+        text = f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    if len(values) < given:
+        text += f" ({len(values)} of {given} seeds)"
+    return text
 
 
 def mean(values):
@@ -226,7 +232,8 @@ def main(argv=None):
             results = [scores(d, s, "greedy") for d in dirs]
             cells += [fmt([r and r.get("wer") for r in results]), fmt([r and r.get("cer") for r in results])]
         test = [scores(d, "test", "greedy") for d in dirs]
-        cells += [fmt([r and r.get("spike_hit_rate") for r in test], 1, 100.0) + (" %" if any(test) else ""),
+        hit = fmt([r and r.get("spike_hit_rate") for r in test], 1, 100.0)
+        cells += [hit if hit == "–" else hit.replace(" (", " % (", 1) if " (" in hit else hit + " %",
                   fmt([r and r.get("mean_onset_offset_ms") for r in test], 0)]
         out.append("| " + " | ".join(cells) + " |")
 
