@@ -108,3 +108,23 @@ def test_hook_is_thread_safe(build):
         del embed.forward
     assert results["b"] == [conv2d_frames(n) for n in (64, 41, 33)]
     assert results["a"] == [conv2d_frames(n) for n in (slow_length, 50)]
+
+
+def test_too_short_utterance_is_named_when_dumping_or_decoding(build):
+    """Stage 6/7/9 encode length-sorted batches through utils.inference: the error must name
+    the utterance there too, not a position in a batch the user never sees."""
+    import numpy as np
+
+    from espnet_oracle.asr.encoder.exact_subsampling_lengths import TooShortForSubsamplingError
+    from espnet_oracle.utils.inference import Utterance, encode_batch
+
+    model = build("train_student.yaml", *TINY)
+    speech, lengths = batch([60, 5, 40])
+    utterances = [Utterance(u, speech[i, :n].numpy(), "a", np.array([2]))
+                  for i, (u, n) in enumerate(zip(["spk-long", "spk-short", "spk-mid"], lengths.tolist()))]
+    with pytest.raises(TooShortForSubsamplingError, match=r"utterance spk-short: 5 input frames"):
+        encode_batch(model, utterances)
+    # the ids do not outlive the call
+    from espnet_oracle.asr.encoder.exact_subsampling_lengths import current_utt_ids
+
+    assert current_utt_ids() is None

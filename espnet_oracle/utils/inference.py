@@ -139,20 +139,24 @@ def encode_batch(
     Returns (B, T', D) frames, (B,) lengths, and, if asked, the last fusion
     block's cross-attention (B, H, T', L) of the Oracle Teacher (else None).
     """
+    from espnet_oracle.asr.encoder.exact_subsampling_lengths import utt_id_context
+
     speech, speech_lengths = pad([u.feats.astype(np.float32) for u in utterances], 0.0)
     if zero_source:
         speech = training_mean(model).expand_as(speech).clone()
     attention = None
-    if is_oracle(model):
-        text, text_lengths = pad([np.asarray(u.token_ids, dtype=np.int64) for u in utterances], -1)
-        output = model.encode_with_target(speech, speech_lengths, text, text_lengths)
-        encoder_out, lengths = output.fused, output.lengths
-        if return_attention and output.attention:
-            attention = output.attention[-1]
-    else:
-        encoder_out, lengths = model.encode(speech, speech_lengths)
-        if isinstance(encoder_out, tuple):
-            encoder_out = encoder_out[0]
+    # an utterance too short for the subsampling is named in the error, not its batch position
+    with utt_id_context([u.utt_id for u in utterances]):
+        if is_oracle(model):
+            text, text_lengths = pad([np.asarray(u.token_ids, dtype=np.int64) for u in utterances], -1)
+            output = model.encode_with_target(speech, speech_lengths, text, text_lengths)
+            encoder_out, lengths = output.fused, output.lengths
+            if return_attention and output.attention:
+                attention = output.attention[-1]
+        else:
+            encoder_out, lengths = model.encode(speech, speech_lengths)
+            if isinstance(encoder_out, tuple):
+                encoder_out = encoder_out[0]
     return encoder_out, lengths, attention
 
 

@@ -16,8 +16,9 @@ directly, which does not re-enter hooks, and the utterance ids used in error
 messages live in thread-local storage set by a forward pre-hook on the model.
 """
 
+import contextlib
 import threading
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -83,6 +84,22 @@ class ExactSubsamplingLengths:
         frames = torch.arange(out_mask.size(-1), device=out_mask.device)
         exact = (frames[None, :] < new_lengths[:, None]).unsqueeze(1)
         return out, exact
+
+
+@contextlib.contextmanager
+def utt_id_context(utt_ids: Optional[Sequence[str]]):
+    """Name the utterances of the batch this thread encodes next (for error messages).
+
+    The model's forward pre-hook does this for ESPnet's trainer, which passes
+    ``utt_id``; inference code that calls ``encode``/``encode_with_target``
+    directly (teacher evaluation, posterior dump, decoding) wraps the call in this.
+    """
+    previous = current_utt_ids()
+    _batch_context.utt_ids = list(utt_ids) if utt_ids is not None else None
+    try:
+        yield
+    finally:
+        _batch_context.utt_ids = previous
 
 
 def _remember_utt_ids(module, args, kwargs):
