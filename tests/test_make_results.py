@@ -4,6 +4,7 @@ number averages: no cheap model needed, only the files the pipeline leaves in ex
 import json
 from pathlib import Path
 
+import torch
 import yaml
 
 from espnet_oracle.bin import make_results
@@ -63,3 +64,30 @@ def test_seed_count_and_means_say_when_seeds_are_missing(tmp_path):
     row = row_of(text, "| student, no KD", "## Systems")
     assert "11.00 ± 1.41" in row
     assert "2 of 3 seeds" in row, row
+
+
+def test_copy_probe_table_refuses_teacher_eval_of_other_teachers(tmp_path):
+    """exp/teacher_eval (stage 6) made with earlier teachers must not be published beside
+    retrained ones: stage 10 names it stale instead of printing its numbers."""
+    exp = tmp_path / "exp"
+    config = dict(model="espnet", seed=0, max_epoch=3, model_conf=dict(ctc_weight=1.0))
+    for name in ("teacher_conventional", "teacher_oracle"):
+        d = system(exp, name, config)
+        torch.save({"w": torch.zeros(2)}, d / "valid.loss.ave.pth")
+    from espnet_oracle.bin.teacher_eval import teacher_models
+
+    models = teacher_models(exp / "teacher_conventional", exp / "teacher_oracle")
+    entry = {"teacher_conventional/audio_only": dict(cer=12.5),
+             "teacher_oracle/true_transcript": dict(cer=3.25)}
+    (exp / "teacher_eval").mkdir()
+    summary = exp / "teacher_eval" / "summary.json"
+    summary.write_text(json.dumps(dict(sets={"test": entry}, models=models)), encoding="utf-8")
+    out = tmp_path / "RESULTS.md"
+    make_results.main(["--exp", str(exp), "--sets", "test", "--seeds", "1", "--out", str(out)])
+    assert "| test | 12.50 | 3.25 |" in out.read_text(encoding="utf-8")
+
+    torch.save({"w": torch.ones(2)}, exp / "teacher_oracle" / "valid.loss.ave.pth")  # retrained
+    make_results.main(["--exp", str(exp), "--sets", "test", "--seeds", "1", "--out", str(out)])
+    text = out.read_text(encoding="utf-8")
+    assert "3.25" not in text
+    assert "stale" in text and "stage 6" in text

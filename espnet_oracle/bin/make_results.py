@@ -131,6 +131,21 @@ def system_settings(directory: Path) -> dict:
     }
 
 
+def teacher_eval_staleness(exp: Path, teacher_eval: dict) -> Optional[str]:
+    """Why exp/teacher_eval does not describe the teachers now in ``exp`` (None if it does)."""
+    from espnet_oracle.bin.teacher_eval import teacher_models
+
+    made_with = teacher_eval.get("models")
+    if made_with is None:
+        return "it records no teacher checksums (made by an older version)"
+    now = teacher_models(exp / "teacher_conventional", exp / "teacher_oracle")
+    changed = [role for role in now if made_with.get(role) != now[role]]
+    if changed:
+        return (f"made with other model files of the {' and '.join(changed)} teacher"
+                f"{'s' if len(changed) > 1 else ''} than those in {exp}")
+    return None
+
+
 def scores(exp_dir: Path, set_name: str, mode: str) -> Optional[dict]:
     return load_json(exp_dir / f"decode_{set_name}_{mode}" / "scores.json")
 
@@ -303,6 +318,11 @@ def main(argv=None):
 
     # ---- teacher evaluation ----
     teacher_eval = load_json(exp / "teacher_eval" / "summary.json")
+    stale = teacher_eval_staleness(exp, teacher_eval) if teacher_eval else None
+    if stale:
+        out += ["", "## Teacher evaluation and copy probe (stage 6, greedy CTC)", "",
+                f"Not shown: `{exp / 'teacher_eval'}` is stale ({stale}); re-run stage 6."]
+        teacher_eval = None
     if teacher_eval:
         unit = {"char": "characters", "word": "words"}.get(teacher_eval.get("follow_unit"), "tokens")
         out += ["", "## Teacher evaluation and copy probe (stage 6, greedy CTC)", "",

@@ -297,6 +297,21 @@ def plot_attention(model, data, utt_ids: Sequence[str], out_dir: Path) -> List[P
     return written
 
 
+def teacher_models(conventional_dir: Path, oracle_dir: Path) -> Dict[str, Optional[str]]:
+    """sha256 of each teacher's model file (None where there is none): stored in summary.json,
+    so stage 10 can tell results of the current teachers from those of earlier ones."""
+    from espnet_oracle.utils.inference import model_file
+    from espnet_oracle.utils.stamps import sha256_file
+
+    out = {}
+    for role, directory in (("conventional", conventional_dir), ("oracle", oracle_dir)):
+        try:
+            out[role] = sha256_file(model_file(Path(directory)))
+        except FileNotFoundError:
+            out[role] = None
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--conventional_dir", required=True)
@@ -324,7 +339,7 @@ def main(argv=None):
         sys.exit("teacher_eval: the two teachers use different token lists")
 
     rows = []  # (system, set, probe, metric, value)
-    report = {"sets": {}}
+    report = {"sets": {}, "models": teacher_models(Path(args.conventional_dir), Path(args.oracle_dir))}
     report["follow_unit"] = follow_unit(oracle_args.token_type)
     probe_sets = (args.probe_sets or args.sets).split()
     for set_name in args.sets.split():
