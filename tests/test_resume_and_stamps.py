@@ -34,6 +34,7 @@ def test_student_dir_names_carry_the_kd_settings():
     assert student_dir("oraclekd", 1, 0.5 * 0.4 / 0.7, 1, "all") == "student_oraclekd_a0.2857_t1_all_seed1"
     # other frames -> another dir
     assert student_dir("oraclekd", 1, 0.5, 1, "all") != student_dir("oraclekd", 1, 0.5, 1, "teacher_nonblank")
+    assert student_dir("oraclekd", 1, 0.5, 1, "teacher_nonblank_renorm") == "student_oraclekd_a0.5_t1_renorm_seed1"
     info = parse_student_dir("student_oraclekd_a0.5_t1_nonblank_seed2")
     assert info == dict(system="oraclekd", alpha="0.5", tau="1", frames="nonblank", seed=2,
                         group="student_oraclekd_a0.5_t1_nonblank")

@@ -6,6 +6,7 @@ with other settings never share (or silently reuse) a directory::
     student_nokd_seed1                      no KD: nothing to carry
     student_convkd_a0.5_t1_all_seed1        KD from the conventional teacher
     student_oraclekd_a0.5_t1_nonblank_seed2 KD from the Oracle Teacher, teacher_nonblank frames
+    student_oraclekd_a0.5_t1_renorm_seed1   ... teacher_nonblank_renorm (weight-preserving)
 
 run.sh calls ``python -m espnet_oracle.utils.systems`` (see ``main``); stage 10
 (make_results) and the plots import :func:`student_dir`.
@@ -18,11 +19,11 @@ import re
 from typing import Optional
 
 STUDENT_SYSTEMS = ("nokd", "convkd", "oraclekd")
-KD_FRAMES = {"all": "all", "teacher_nonblank": "nonblank"}
+KD_FRAMES = {"all": "all", "teacher_nonblank": "nonblank", "teacher_nonblank_renorm": "renorm"}
 #: student_<system>[_a<alpha>_t<tau>_<frames>]_seed<seed>
 STUDENT_DIR = re.compile(
     r"^student_(?P<system>nokd|convkd|oraclekd)"
-    r"(?:_a(?P<alpha>[0-9.e+-]+)_t(?P<tau>[0-9.e+-]+)_(?P<frames>all|nonblank))?"
+    r"(?:_a(?P<alpha>[0-9.e+-]+)_t(?P<tau>[0-9.e+-]+)_(?P<frames>all|nonblank|renorm))?"
     r"_seed(?P<seed>[0-9]+)$"
 )
 
