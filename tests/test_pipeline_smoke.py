@@ -203,6 +203,8 @@ def test_teacher_eval_summary(recipe):
             expected[("teacher_oracle", set_name, "other_transcript")] = rates + (
                 "cer_vs_fed", "copy_rate", "truth_rate")
             expected[("teacher_oracle", set_name, "zeroed_source")] = rates
+            expected[("teacher_conventional", set_name, "other_transcript_chance")] = rates + (
+                "follow_rate", "fed_vs_truth_cer")
     speed = ("target_dev_cer", "conventional_epoch", "conventional_seconds", "oracle_epoch",
              "oracle_seconds", "oracle_best_dev_cer", "ratio")
     expected[("teacher_oracle", "dev", "time_to_cer")] = speed

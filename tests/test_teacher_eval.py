@@ -333,6 +333,10 @@ def test_teacher_eval_main_writes_the_probe_rows(copier, build, workdir, probe_d
     assert float(rows[("teacher_oracle", "probe_set", "other_transcript", "follow_rate")]) >= 0.8
     assert ("teacher_oracle", "probe_set", "zeroed_source", "cer") in rows
     assert ("teacher_conventional", "probe_set", "audio_only", "cer") in rows
+    # the chance level: the conventional teacher's output against the same fed transcripts
+    assert float(rows[("teacher_conventional", "probe_set", "other_transcript_chance", "fed_vs_truth_cer")]) \
+        == float(rows[("teacher_oracle", "probe_set", "other_transcript", "fed_vs_truth_cer")])
+    assert ("teacher_conventional", "probe_set", "other_transcript_chance", "follow_rate") in rows
     report = json.loads((exp / "teacher_eval" / "summary.json").read_text(encoding="utf-8"))
     assert report["follow_unit"] == "char"
     assert report["sets"]["probe_set"]["teacher_oracle/other_transcript_zeroed_source"]["follow_rate"] >= 0.8
@@ -343,7 +347,8 @@ def test_teacher_eval_main_writes_the_probe_rows(copier, build, workdir, probe_d
     header = next(line for line in text.splitlines() if line.startswith("| set | conventional CER"))
     row = next(line for line in text.splitlines() if line.startswith("| probe_set |"))
     names, cells = ([c.strip() for c in line.strip("|").split("|")] for line in (header, row))
-    assert len(names) == len(cells) == 12
+    assert len(names) == len(cells) == 13
+    assert "chance follow rate" in names
     follow = [float(cell.rstrip(" %")) for name, cell in zip(names, cells) if name == "… follow rate"]
     assert len(follow) == 2 and min(follow) >= 80.0  # real audio, zeroed audio
     assert float(cells[names.index("fed vs truth CER")]) > 50.0

@@ -333,12 +333,14 @@ def main(argv=None):
                 f"the output is aligned to the truth and to the fed transcript (in {unit}); of the output "
                 "tokens matched in exactly one of the two alignments, the share matched to the fed "
                 "transcript (~100 % for a teacher that copies its transcript input, ~0 % for one that "
-                "follows the audio; – when no token takes a side).", "",
+                "follows the audio; – when no token takes a side). *Chance* is the follow rate of the "
+                "conventional teacher's output against the same fed transcripts: it never saw them, so "
+                "this is what coincidence gives for these units and error rates.", "",
                 "| set | conventional CER | Oracle CER (true transcript) | Oracle, zeroed audio: CER | "
                 "fed vs truth CER | Oracle fed another transcript: CER vs truth | … CER vs fed | … copy rate "
-                "| … follow rate | fed another transcript, zeroed audio: CER vs fed | … copy rate "
-                "| … follow rate |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| … follow rate | chance follow rate | fed another transcript, zeroed audio: CER vs fed "
+                "| … copy rate | … follow rate |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
         def rate(entry, metric):
             value = fmt([entry.get(metric)], 1, 100.0)
@@ -350,10 +352,12 @@ def main(argv=None):
             other = result.get("teacher_oracle/other_transcript", {})
             zero = result.get("teacher_oracle/zeroed_source", {})
             other_zero = result.get("teacher_oracle/other_transcript_zeroed_source", {})
+            chance = result.get("teacher_conventional/other_transcript_chance", {})
             out.append(f"| {set_name} | {fmt([conv.get('cer')])} | {fmt([true.get('cer')])} | "
                        f"{fmt([zero.get('cer')])} | {fmt([other.get('fed_vs_truth_cer')])} | "
                        f"{fmt([other.get('cer')])} | {fmt([other.get('cer_vs_fed')])} | "
                        f"{rate(other, 'copy_rate')} | {rate(other, 'follow_rate')} | "
+                       f"{rate(chance, 'follow_rate')} | "
                        f"{fmt([other_zero.get('cer_vs_fed')])} | {rate(other_zero, 'copy_rate')} | "
                        f"{rate(other_zero, 'follow_rate')} |")
         speed = teacher_eval.get("time_to_cer", {})

@@ -26,6 +26,9 @@ Each copy probe reports (see ``copy_probe`` and ``follow_counts``):
     ``hyp_tokens``, ``follow_fed_tokens``, ``follow_truth_tokens``: the raw counts.
     Tokens are the model's units: characters (spaces excluded) for char models,
     words otherwise (``follow_unit`` in summary.json).
+  * ``other_transcript_chance`` (conventional teacher, probe sets): the same
+    metrics for an output that cannot have seen the fed transcript: the chance
+    level of ``follow_rate`` etc. for this task's units and error rate.
 Plus time-to-CER: wall time for the Oracle Teacher to reach the conventional
 teacher's best dev CER, divided by the conventional teacher's time to reach it.
 
@@ -357,8 +360,15 @@ def main(argv=None):
                   + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()),
                   flush=True)
 
-        record("teacher_conventional", "audio_only",
-               scores(refs, greedy_texts(conventional, data_conv, data.utt_ids)))
+        conventional_hyps = greedy_texts(conventional, data_conv, data.utt_ids)
+        record("teacher_conventional", "audio_only", scores(refs, conventional_hyps))
+        if set_name in probe_sets:
+            # The chance level of the copy probe: the conventional teacher never sees the fed
+            # transcript, so whatever of it its output "follows" is coincidence (shared units).
+            fed = other_transcripts(refs, seed=args.seed)
+            record("teacher_conventional", "other_transcript_chance",
+                   {**scores(refs, conventional_hyps),
+                    **copy_probe(refs, fed, conventional_hyps, follow_unit(data.token_type))})
         for probe, entry in oracle_probes(oracle, data, probe=set_name in probe_sets, seed=args.seed).items():
             record("teacher_oracle", probe, entry)
         report["sets"][set_name] = result
