@@ -7,7 +7,8 @@
 #   ./run.sh --stage 4 --stop_stage 6
 #   ./run.sh --local_data_opts "--num_train 600 --seed 1"   (options of local/data.sh)
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")"   # the recipe dir (may be a link to this file)
+# Runs in the current dir, the recipe dir (normally this one; tests use temporary dirs with links
+# to conf/ and local/).
 root=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 exec "${root}/scripts/oracle_asr.sh" \
     --feats_type fbank --fs 16000 --n_mels 80 \
