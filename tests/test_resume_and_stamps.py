@@ -56,7 +56,7 @@ def test_run_sh_and_python_agree_on_student_dir_names():
         "student_nokd_seed1", "student_nokd_seed2",
         "student_oraclekd_a0.5_t1_nonblank_seed1", "student_oraclekd_a0.5_t1_nonblank_seed2",
     ]
-    run_sh = (ROOT / "run.sh").read_text()
+    run_sh = (ROOT / "scripts" / "oracle_asr.sh").read_text()
     assert "student_${s}_seed" not in run_sh and "espnet_oracle.utils.systems" in run_sh
 
 
@@ -212,7 +212,7 @@ def test_interrupted_training_resumes(tmp_path):
     recipe.mkdir()
     for name in ("conf", "local", "db.sh", "cmd.sh"):
         (recipe / name).symlink_to(ROOT / name)
-    data = ["--data_opts", "--num_train 16 --num_dev 4 --num_test 2 --num_test_unseen 2"]
+    data = ["--local_data_opts", "--num_train 16 --num_dev 4 --num_test 2 --num_test_unseen 2"]
     result = run_sh(recipe, "--stage", "1", "--stop_stage", "3", *data, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     train = ["--stage", "4", "--stop_stage", "4", "--nj", "1",

@@ -1,2 +1,2 @@
-# Where this recipe's corpus lives; the environment variable of the same name wins.
+# Where this recipe's corpus lives (TEMPLATE: rename MYCORPUS); the environment variable of the same name wins.
 MYCORPUS=${MYCORPUS:-}

@@ -38,7 +38,6 @@ def decode_one(job):
     from espnet_oracle.utils.inference import (
         FeatureSet,
         encode_batch,
-        frame_shift_ms,
         greedy_path,
         is_oracle,
         load_model,
@@ -88,7 +87,7 @@ def decode_one(job):
         for i, utt in enumerate(utterances):
             length = int(lengths[i])
             if shift is None:
-                shift = frame_shift_ms(utt.feats.shape[0], length)
+                shift = data.frame_shift_ms(utt, length)
             if "greedy" in modes:
                 ids, frames = greedy_path(log_probs[i, :length], model.blank_id)
                 tokens = [token_list[t] for t in ids]
@@ -160,8 +159,8 @@ def main(argv=None):
     for system in args.systems:
         for set_name in args.sets.split():
             feats_dir = Path(args.dump_dir) / set_name
-            if not (feats_dir / "feats.scp").exists():
-                sys.exit(f"decode: {feats_dir}/feats.scp missing — run stage 2 first")
+            if not (feats_dir / "feats.scp").exists() and not (feats_dir / "wav.scp").exists():
+                sys.exit(f"decode: {feats_dir}/feats.scp (or wav.scp) missing — run stage 2 first")
             jobs.append((str(Path(args.exp) / system), str(feats_dir), modes, args.beam_size, args.batch_size))
     # Import once in the parent so forked workers start warm.
     import espnet_oracle.tasks.oracle_asr  # noqa: F401

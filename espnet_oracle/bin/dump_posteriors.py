@@ -59,7 +59,6 @@ def main(argv=None):
     from espnet_oracle.utils.inference import (
         FeatureSet,
         ctc_log_probs,
-        frame_shift_ms,
         load_model,
         model_file,
     )
@@ -109,7 +108,7 @@ def main(argv=None):
                 for i, utt in enumerate(utterances):
                     length = int(lengths[i])
                     if shard_shift is None:
-                        shard_shift = frame_shift_ms(utt.feats.shape[0], length)
+                        shard_shift = data.frame_shift_ms(utt, length)
                     writer.write(utt.utt_id, log_probs[i, :length].numpy())
                 bar.update(len(batch))
             writer.close(info=dict(frame_shift_ms=shard_shift))

@@ -11,12 +11,14 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from espnet_oracle.utils.datadir import atomic_write_text
+from espnet_oracle.utils.metrics import condition_key
 from espnet_oracle.utils.stamps import read_stamp
 from espnet_oracle.utils.systems import parse_student_dir, student_group
 
@@ -204,7 +206,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--exp", default="exp")
     parser.add_argument("--recipe_dir", default=".")
-    parser.add_argument("--sets", default="dev test test_unseen")
+    parser.add_argument("--sets", default="dev test test_unseen", help="valid set, then test sets")
+    parser.add_argument("--train_set", default="train")
+    parser.add_argument("--condition_files", default="", help="per-condition tables, e.g. 'utt2snr utt2noise'")
+    parser.add_argument("--targets", default="", help="e.g. 'oraclekd<=0.8*nokd oraclekd<convkd' (WER)")
     parser.add_argument("--seeds", default="1 2 3")
     parser.add_argument("--out", default="RESULTS.md")
     parser.add_argument("--kd_weight", default="0.5", help="this run's KD settings (listed first)")
@@ -213,6 +218,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     exp = Path(args.exp)
     sets = args.sets.split()
+    test = sets[1] if len(sets) > 1 else sets[0]  # spike timing and per-condition tables
     seeds = args.seeds.split()
     current = dict(kd_weight=args.kd_weight, kd_temperature=args.kd_temperature, kd_frames=args.kd_frames)
     groups = student_groups(exp, seeds, current)
@@ -232,11 +238,11 @@ def main(argv=None):
     out += ["", "## Systems", "",
             "WER / CER in %, greedy CTC decoding (beam-search WER in the next table). Students: "
             f"mean ± std over seeds {', '.join(seeds)}. Spike hit rate: share of emitted tokens whose "
-            "first CTC frame lies inside the true span of their word (test set, greedy path).", ""]
+            f"first CTC frame lies inside the true span of their word ({test} set, greedy path; needs word_align).", ""]
     header = ["system", "params", "train time (s)"]
     for s in sets:
         header += [f"{s} WER", f"{s} CER"]
-    header += ["spike hit rate (test)", "mean onset offset (ms, test)"]
+    header += [f"spike hit rate ({test})", f"mean onset offset (ms, {test})"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def row(label, dirs):
@@ -246,10 +252,10 @@ def main(argv=None):
         for s in sets:
             results = [scores(d, s, "greedy") for d in dirs]
             cells += [fmt([r and r.get("wer") for r in results]), fmt([r and r.get("cer") for r in results])]
-        test = [scores(d, "test", "greedy") for d in dirs]
-        hit = fmt([r and r.get("spike_hit_rate") for r in test], 1, 100.0)
+        on_test = [scores(d, test, "greedy") for d in dirs]
+        hit = fmt([r and r.get("spike_hit_rate") for r in on_test], 1, 100.0)
         cells += [hit if hit == "–" else hit.replace(" (", " % (", 1) if " (" in hit else hit + " %",
-                  fmt([r and r.get("mean_onset_offset_ms") for r in test], 0)]
+                  fmt([r and r.get("mean_onset_offset_ms") for r in on_test], 0)]
         out.append("| " + " | ".join(cells) + " |")
 
     for _, label, dirs in systems:
@@ -290,31 +296,37 @@ def main(argv=None):
         return mean([(scores(exp / f"{group}_seed{seed}", set_name, "greedy") or {}).get("wer")
                      for seed in seeds])
 
-    out += ["", "### Target: Oracle-KD WER ≤ 0.8 × no-KD WER and below conventional-KD (3-seed means; "
-            f"KD weight {args.kd_weight}, temperature {args.kd_temperature}, frames {args.kd_frames})", ""]
-    for set_name in ("test", "test_unseen"):
-        nokd, convkd, oraclekd = (student_wer(s, set_name) for s in ("nokd", "convkd", "oraclekd"))
-        if None in (nokd, convkd, oraclekd):
-            continue
-        ratio = oraclekd / nokd if nokd else float("nan")
-        verdict = "met" if ratio <= 0.8 and oraclekd < convkd else "NOT met"
-        out.append(f"- {set_name}: no-KD {nokd:.2f}, conventional-KD {convkd:.2f}, Oracle-KD {oraclekd:.2f} "
-                   f"→ Oracle-KD / no-KD = {ratio:.2f}; target {verdict}")
+    targets = [re.fullmatch(r"(\w+)(<=|<)(?:([\d.]+)\*)?(\w+)", t) for t in args.targets.split()]
+    if None in targets:
+        raise SystemExit(f"make_results: bad --targets {args.targets!r} (e.g. 'oraclekd<=0.8*nokd oraclekd<convkd')")
+    if targets:
+        out += ["", f"### Targets (WER, student means over seeds; KD weight {args.kd_weight}, temperature "
+                f"{args.kd_temperature}, frames {args.kd_frames}): {', '.join(args.targets.split())}", ""]
+    for set_name in sets[1:] if targets else ():
+        checks = []
+        for m in targets:
+            a, op, factor, b = m.groups()
+            wa, wb = student_wer(a, set_name), student_wer(b, set_name)
+            if None in (wa, wb):
+                continue
+            bound = float(factor or 1) * wb
+            ok = wa <= bound if op == "<=" else wa < bound
+            checks.append(f"{a} {wa:.2f} {op} {float(factor or 1):g} × {b} {wb:.2f}: {'met' if ok else 'NOT met'}")
+        if checks:
+            out.append(f"- {set_name}: " + "; ".join(checks))
 
     # ---- noise conditions ----
-    out += ["", "### WER by SNR on `test` (greedy; students: mean over seeds)", ""]
-    snrs = ["clean", "20", "15", "10", "5", "0"]
-    out += ["| system | " + " | ".join(snrs) + " |", "|---|" + "---|" * len(snrs)]
-    for _, label, dirs in systems:
-        results = [scores(d, "test", "greedy") for d in dirs]
-        results = [r for r in results if r]
-        if not results:
+    for kind in (f.removeprefix("utt2") for f in args.condition_files.split()):
+        tables = {label: [(r.get("wer_by_condition") or {}).get(kind, {}) for r in
+                          filter(None, (scores(d, test, "greedy") for d in dirs))] for _, label, dirs in systems}
+        conds = sorted({c for rs in tables.values() for r in rs for c in r}, key=condition_key)
+        if not conds:
             continue
-        cells = []
-        for snr in snrs:
-            values = [(r.get("wer_by_snr") or {}).get(snr) for r in results]
-            cells.append(fmt([mean(values)]))
-        out.append(f"| {label} | " + " | ".join(cells) + " |")
+        out += ["", f"### WER by {kind} on `{test}` (greedy; students: mean over seeds)", "",
+                "| system | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
+        for label, rs in tables.items():
+            if rs:
+                out.append(f"| {label} | " + " | ".join(fmt([mean([r.get(c) for r in rs])]) for c in conds) + " |")
 
     # ---- teacher evaluation ----
     teacher_eval = load_json(exp / "teacher_eval" / "summary.json")
@@ -388,7 +400,7 @@ def main(argv=None):
                 "| variant | CER, true transcript | CER vs truth, other transcript fed | CER vs fed | copy rate "
                 "| CER, zeroed audio | epochs (wall time) to the conventional teacher's best dev CER |", "|---|---|---|---|---|---|---|"]
         for variant, values in table.items():
-            def get(probe, metric, set_name="test"):
+            def get(probe, metric, set_name=test):
                 return values.get((set_name, probe, metric))
             copy = get("other_transcript", "copy_rate")
             out.append(
@@ -409,17 +421,17 @@ def main(argv=None):
                 "nonblank setting's effective one, per teacher; see the sweep log); the run above used "
                 f"a{args.kd_weight}_t{args.kd_temperature}_{args.kd_frames}. The no-KD students are the same "
                 "in every setting. Student: its directory name, which carries the KD settings it was trained with.",
-                "", "| setting | student | seeds | test CER | test WER | test_unseen CER | test_unseen WER |",
-                "|---|---|---|---|---|---|---|"]
+                "", "| setting | student | seeds | " + " | ".join(f"{s} CER | {s} WER" for s in sets[1:]) + " |",
+                "|---|---|---|" + "---|---|" * len(sets[1:])]
         for setting in settings:
             for group, system, dirs in student_groups(setting, None, current):
                 if system == "nokd":
                     continue
-                results = {s: [scores(d, s, "greedy") for d in dirs] for s in ("test", "test_unseen")}
-                if not any(results["test"]):
+                results = {s: [scores(d, s, "greedy") for d in dirs] for s in sets[1:]}
+                if not any(results[test]):
                     continue
                 cells = []
-                for s in ("test", "test_unseen"):
+                for s in sets[1:]:
                     cells += [fmt([r and r.get("cer") for r in results[s]]),
                               fmt([r and r.get("wer") for r in results[s]])]
                 out.append(f"| {setting.name} | {STUDENT_SYSTEMS[system]} (`{group}`) | {len(dirs)} | "
@@ -428,8 +440,8 @@ def main(argv=None):
     # ---- storage, benchmark, stage times ----
     out += ["", "## Posterior storage (stage 7)", ""]
     for teacher in TEACHERS:
-        stats = load_json(exp / teacher / "posteriors" / "train" / "stats.json")
-        meta = load_json(exp / teacher / "posteriors" / "train" / "meta.json")
+        stats = load_json(exp / teacher / "posteriors" / args.train_set / "stats.json")
+        meta = load_json(exp / teacher / "posteriors" / args.train_set / "meta.json")
         if stats and meta:
             out.append(f"- {teacher}: {meta['format']} (k={meta.get('k')}), {stats['frames']} frames, "
                        f"**{stats['bytes_per_frame']:.1f} bytes/frame** on disk (train)")

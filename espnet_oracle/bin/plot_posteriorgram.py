@@ -3,7 +3,7 @@
 For a few utterances of a set, one PNG each: the systems named by --systems
 (run.sh: both teachers, the Oracle Teacher fed the true transcript, and the
 students of its first seed) stacked; every panel shows per-frame probabilities of the non-blank tokens
-(blank in grey), with the true word spans from ``word_align`` shaded.
+(blank in grey), with the true word spans shaded when the set has a ``word_align`` file.
 """
 
 import argparse
@@ -59,18 +59,19 @@ def main(argv=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from espnet_oracle.utils.inference import FeatureSet, ctc_log_probs, frame_shift_ms, load_model
+    from espnet_oracle.utils.inference import FeatureSet, ctc_log_probs, load_model
 
     systems = [(name, label_of(name)) for name in args.systems if (Path(args.exp) / name / "config.yaml").exists()]
     if not systems:
         raise SystemExit(f"plot_posteriorgram: no trained systems under {args.exp}")
-    word_align = read_word_align(Path(args.data_dir) / args.set / "word_align")
+    align_file = Path(args.data_dir) / args.set / "word_align"
+    word_align = read_word_align(align_file) if align_file.is_file() else {}
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded = [(label,) + load_model(Path(args.exp) / name) for name, label in systems]
     data = FeatureSet(Path(args.dump_dir) / args.set, loaded[0][2])
     # Prefer noisy, multi-word utterances: they show alignment differences best.
-    chosen = [u for u in data.utt_ids if len(data.texts[u].split()) >= 3][: args.num_utts]
+    chosen = sorted(data.utt_ids, key=lambda u: (len(data.texts[u].split()) < 3, u))[: args.num_utts]
     for utt_id in chosen:
         fig, axes = plt.subplots(len(loaded), 1, figsize=(10, 1.6 * len(loaded)), sharex=True)
         axes = np.atleast_1d(axes)
@@ -78,7 +79,7 @@ def main(argv=None):
             utt = data.get(utt_id)
             log_probs, lengths, _ = ctc_log_probs(model, [utt])
             probs = log_probs[0, : int(lengths[0])].exp().numpy()
-            shift = frame_shift_ms(utt.feats.shape[0], int(lengths[0])) / 1000.0
+            shift = data.frame_shift_ms(utt, int(lengths[0])) / 1000.0
             times = np.arange(probs.shape[0]) * shift
             for word, start, end in word_align.get(utt_id, []):
                 ax.axvspan(start, end, color="tab:orange", alpha=0.15)
@@ -94,7 +95,7 @@ def main(argv=None):
             ax.set_title(label, fontsize=7, loc="left")
             ax.tick_params(labelsize=6)
         axes[-1].set_xlabel("time (s)")
-        fig.suptitle(f"{args.set} {utt_id}: {data.texts[utt_id]} (shaded: true word spans)", fontsize=8)
+        fig.suptitle(f"{args.set} {utt_id}: {data.texts[utt_id]}" + (" (shaded: true word spans)" if word_align else ""), fontsize=8)
         fig.tight_layout()
         path = out_dir / f"posteriorgram_{utt_id}.png"
         fig.savefig(path, dpi=110)

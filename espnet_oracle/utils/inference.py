@@ -63,6 +63,27 @@ def is_oracle(model: torch.nn.Module) -> bool:
     return isinstance(model, OracleTeacherModel)
 
 
+def speech_scp(feats_dir) -> Path:
+    """The input list of a dump dir: feats.scp, or wav.scp for --feats_type raw."""
+    feats_dir = Path(feats_dir)
+    return feats_dir / "feats.scp" if (feats_dir / "feats.scp").exists() or not (feats_dir / "wav.scp").exists() \
+        else feats_dir / "wav.scp"
+
+
+class _Waveforms:
+    """utt -> (samples,) float32 waveform (first channel) from ESPnet's sound reader."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def keys(self):
+        return self.reader.keys()
+
+    def __getitem__(self, utt):
+        wav = self.reader[utt][1]
+        return wav if wav.ndim == 1 else wav[:, 0]
+
+
 @dataclass
 class Utterance:
     utt_id: str
@@ -78,10 +99,25 @@ class FeatureSet:
         from espnet_oracle.tasks.oracle_asr import OracleASRTask
 
         self.feats_dir = Path(feats_dir)
-        scp = self.feats_dir / "feats.scp"
+        scp = speech_scp(self.feats_dir)
         if not scp.exists():
             raise FileNotFoundError(f"{scp} not found — run stage 2 (features) first")
-        self.feats = kaldiio.load_scp(str(scp))
+        # feats.scp: feature frames (10 ms); wav.scp (--feats_type raw): samples, the model's frontend
+        # makes frames of hop_length samples
+        self.raw = scp.name == "wav.scp"
+        self.samples_per_frame, self.input_shift_ms = 1, FEATURE_SHIFT_MS
+        if self.raw:
+            from espnet2.fileio.sound_scp import SoundScpReader
+            from humanfriendly import parse_size
+
+            self.feats = _Waveforms(SoundScpReader(str(scp), dtype="float32"))
+            conf = getattr(train_args, "frontend_conf", None) or {}
+            self.samples_per_frame = int(conf.get("hop_length", 128))
+            fs = conf.get("fs", 16000)
+            fs = parse_size(fs) if isinstance(fs, str) else int(fs)
+            self.input_shift_ms = 1000.0 * self.samples_per_frame / fs
+        else:
+            self.feats = kaldiio.load_scp(str(scp))
         self.texts = read_kaldi_map(self.feats_dir / "text")
         missing = [u for u in self.feats.keys() if u not in self.texts]
         if missing:
@@ -94,6 +130,11 @@ class FeatureSet:
                 self.lengths[utt] = int(value.split(",")[0])
         self.preprocess = OracleASRTask.build_preprocess_fn(train_args, train=False)
         self.token_type = train_args.token_type
+
+    def frame_shift_ms(self, utt: "Utterance", encoder_frames: int) -> float:
+        """Encoder frame shift from one utterance's input and output lengths."""
+        frames = utt.feats.shape[0] / self.samples_per_frame
+        return self.input_shift_ms * max(1, round(frames / max(encoder_frames, 1)))
 
     def token_ids(self, utt_id: str, text: Optional[str] = None) -> np.ndarray:
         text = self.texts[utt_id] if text is None else text
@@ -142,8 +183,8 @@ def encode_batch(
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import utt_id_context
 
     speech, speech_lengths = pad([u.feats.astype(np.float32) for u in utterances], 0.0)
-    if zero_source:
-        speech = training_mean(model).expand_as(speech).clone()
+    if zero_source:  # features at the training mean (zero after MVN); raw input: silence
+        speech = torch.zeros_like(speech) if speech.dim() == 2 else training_mean(model).expand_as(speech).clone()
     attention = None
     # an utterance too short for the subsampling is named in the error, not its batch position
     with utt_id_context([u.utt_id for u in utterances]):
@@ -206,9 +247,3 @@ def tokens_to_text(tokens: Sequence[str], token_type: str) -> str:
     if token_type == "bpe":
         return "".join(tokens).replace("\u2581", " ").strip()
     raise ValueError(f"unknown token_type {token_type!r}")
-
-
-def frame_shift_ms(feature_frames: int, encoder_frames: int) -> float:
-    """Encoder frame shift from one utterance's input and output lengths."""
-    factor = max(1, round(feature_frames / max(encoder_frames, 1)))
-    return FEATURE_SHIFT_MS * factor

@@ -125,7 +125,7 @@ def train_stamp(config, args: Sequence[str]) -> dict:
 def decode_stamp(model_dir, feats_dir, mode: str, beam_size: Optional[int]) -> dict:
     model_dir, feats_dir = Path(model_dir), Path(feats_dir)
     inputs = {}
-    for name in ("feats.scp", "text"):
+    for name in ("feats.scp", "wav.scp", "text"):
         path = feats_dir / name
         if path.is_file():
             inputs[str(path)] = file_fingerprint(path)

@@ -1,0 +1,499 @@
+#!/usr/bin/env bash
+# espnet-oracle: the generic staged pipeline of Oracle Teacher knowledge distillation for CTC
+# models. It knows no corpus: a recipe dir (./run.sh at the top level, egs/<corpus>/run.sh)
+# holds local/data.sh, conf/ and db.sh and calls this script from that dir with its options.
+# Outputs (data/, dump/, exp/, RESULTS.md) are written into the recipe dir.
+#
+# Stages:
+#   0  environment check / creation (.venv, or $ESPNET_ORACLE_VENV)
+#   1  data preparation (the recipe's local/data.sh <local_data_opts>) -> data/<set>/
+#   2  features by --feats_type -> dump/<feats_type>/<set>/: fbank (log-mel, feats.scp),
+#      raw (wav.scp; the model's frontend computes features), extracted (local/extract_features.sh)
+#   3  token list (char | word | bpe) -> data/token_list/<type>/tokens.txt, then ESPnet's
+#      --collect_stats run: global CMVN stats + shape files
+#   4  train the conventional (source-only) teacher -> exp/teacher_conventional
+#   5  train the Oracle Teacher -> exp/teacher_oracle
+#   6  teacher evaluation + copy probe -> exp/teacher_eval/summary.tsv
+#   7  dump teacher posteriors (train, dev) -> exp/teacher_*/posteriors/<set>/post.scp
+#   8  train students: no KD, conventional-teacher KD, Oracle-Teacher KD (x seeds)
+#   9  decode all systems (greedy CTC + CTC prefix beam search)
+#  10  score (WER/CER, per condition), spike timing (with data/<set>/word_align), plots, RESULTS.md
+set -euo pipefail
+
+command_line="$0 $*"
+recipe_dir=$(pwd)
+project_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# ---- options (override with --name value) ----
+stage=0
+stop_stage=10
+nj=2                    # parallel jobs for feature extraction, dumping, decoding, student training
+ngpu=0                  # GPUs per training job (0: CPU)
+local_data_opts=""      # options for the recipe's local/data.sh (only what it takes)
+feats_type=fbank        # fbank | raw | extracted (local/extract_features.sh <data_dir> <out_dir>)
+fs=16000                # sample rate of fbank/raw features (other wavs are resampled)
+n_mels=80               # fbank bins
+train_set=train
+valid_set=dev
+test_sets="test test_unseen"
+token_type=char         # char | word | bpe
+nbpe=30
+teacher_conf=conf/train_teacher_conventional.yaml
+oracle_conf=conf/train_teacher_oracle.yaml
+student_conf=conf/train_student.yaml
+train_opts=""           # extra options for every ESPnet training run
+teacher_train_opts=""   # extra options for the two teachers (e.g. "--max_epoch 2" in smoke tests)
+student_train_opts=""   # extra options for the students
+parallel_teachers=true  # train stages 4 and 5 side by side (one core each) when both run
+seeds="1 2 3"           # student seeds
+student_systems="nokd convkd oraclekd"
+kd_weight=0.5
+kd_temperature=1.0
+kd_frames=all           # all | teacher_nonblank | teacher_nonblank_renorm
+post_format=topk        # topk | dense
+post_topk=8
+beam_size=4
+decode_modes="greedy beam"
+probe_sets=""           # copy-probe sets of stage 6 (default: valid + test sets)
+condition_files=""      # per-condition WER tables from these data/<set>/ files, e.g. "utt2snr utt2noise"
+results_targets=""      # checks in RESULTS.md, e.g. "oraclekd<=0.8*nokd oraclekd<convkd" (WER, means)
+exp=exp
+dump=dump
+results=RESULTS.md      # where stage 10 writes the results table (relative to the recipe dir)
+
+usage() {
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+    cat <<EOF
+
+Usage: $0 [--stage N] [--stop_stage M] [--option value ...]
+Options (defaults):
+EOF
+    sed -n '/^# ---- options/,/^# ---- end of options/p' "$0" | grep -E '^[a-z_]+=' |
+        sed -E 's/^([a-z_]+)=("[^"]*"|[^ ]*) *(# *)?(.*)$/  --\1 \2  \4/'
+}
+# ---- end of options ----
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        --*=*) name=${1%%=*}; name=${name#--}; value=${1#*=}; shift ;;
+        --*)
+            name=${1#--}
+            [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 2; }
+            value=$2; shift 2 ;;
+        *) echo "$0: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    if ! declare -p "${name}" > /dev/null 2>&1 || [[ ! ${name} =~ ^[a-z_]+$ ]]; then
+        echo "$0: unknown option --${name} (see --help)" >&2; exit 2
+    fi
+    printf -v "${name}" '%s' "${value}"
+done
+
+# shellcheck disable=SC1091
+. "${project_root}/path.sh"
+[ -f ./cmd.sh ] && . ./cmd.sh || . "${project_root}/cmd.sh"
+[ -f ./db.sh ] && . ./db.sh
+
+log() { echo "$(date '+%H:%M:%S') $*"; }
+die() { echo "$0: ERROR: $*" >&2; exit 1; }
+
+# ---- background jobs (parallel teachers, students) ----
+# Each runs in its own process group, so it can be ended with everything it started. When a job
+# fails, or this script dies (die, a failing command, INT, TERM), the other jobs are ended.
+bg_pids=()
+declare -A bg_what=()
+bg_start() {  # bg_start WHAT THREADS COMMAND...: run COMMAND in the background with OMP_NUM_THREADS=THREADS
+    local what=$1 threads=$2; shift 2
+    set -m
+    (export OMP_NUM_THREADS=${threads}; "$@") &
+    set +m
+    bg_pids+=($!)
+    bg_what[$!]=${what}
+}
+bg_forget() {  # bg_forget PID
+    local i
+    for i in "${!bg_pids[@]}"; do [ "${bg_pids[$i]}" != "$1" ] || unset 'bg_pids[i]'; done
+    bg_pids=("${bg_pids[@]}")
+}
+bg_wait_one() {  # wait for any background job; die (which ends the others) if it failed
+    local done_pid="" rc=0
+    wait -n -p done_pid "${bg_pids[@]}" || rc=$?
+    bg_forget "${done_pid}"
+    [ "${rc}" -eq 0 ] || die "${bg_what[${done_pid}]} failed (status ${rc})"
+}
+bg_wait_all() { while [ "${#bg_pids[@]}" -gt 0 ]; do bg_wait_one; done; }
+bg_end_all() {  # TERM every job's process group; KILL what is left after 10 s
+    local pid tries
+    for pid in "${bg_pids[@]}"; do kill -TERM -- "-${pid}" 2> /dev/null || true; done
+    for pid in "${bg_pids[@]}"; do
+        wait "${pid}" 2> /dev/null || true
+        for ((tries = 0; tries < 100; tries++)); do
+            kill -0 -- "-${pid}" 2> /dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-${pid}" 2> /dev/null || true
+    done
+    bg_pids=()
+}
+on_exit() {
+    local rc=$?
+    if [ "${BASHPID}" = "$$" ] && [ "${#bg_pids[@]}" -gt 0 ]; then
+        echo "$0: ending ${#bg_pids[@]} background job(s): $(for p in "${bg_pids[@]}"; do printf '%s; ' "${bg_what[$p]}"; done)" >&2
+        bg_end_all
+    fi
+    exit "${rc}"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+need() {  # need FILE "what produces it"
+    [ -e "$1" ] || die "missing $1 — run $2 first"
+}
+run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+stage_timer_start() { stage_started=${SECONDS}; }
+stage_done() {
+    local seconds=$((SECONDS - stage_started))
+    mkdir -p "${exp}"
+    echo -e "$1\t$2\t${seconds}" >> "${exp}/stage_times.tsv"
+    log "stage $1 ($2) took ${seconds} s"
+}
+
+mkdir -p "${exp}"
+echo "$(date '+%F %T') cd ${recipe_dir} && ${command_line}" >> "${exp}/commands.log"
+
+token_list=data/token_list/${token_type}/tokens.txt
+bpe_prefix=data/token_list/bpe/bpe
+feats_dir=${dump}/${feats_type}
+stats_file=${feats_dir}/${train_set}/feats_stats.npz
+speech_file=feats.scp speech_type=kaldi_ark
+[ "${feats_type}" != raw ] || speech_file=wav.scp speech_type=sound
+all_sets="${train_set} ${valid_set} ${test_sets}"
+python=python3
+[ -n "${VIRTUAL_ENV:-}" ] && python=${VIRTUAL_ENV}/bin/python
+
+# student_dirs [SYSTEMS [SEEDS]]: experiment dir names of the students (default: all of this run),
+# e.g. student_nokd_seed1, student_oraclekd_a0.5_t1_all_seed1 (KD settings in the name).
+# The one definition of these names is espnet_oracle/utils/systems.py (make_results uses it too).
+student_dirs() {
+    ${python} -m espnet_oracle.utils.systems --systems "${1:-${student_systems}}" --seeds "${2:-${seeds}}" \
+        --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}"
+}
+student_dirs > /dev/null || die "bad student settings (see above)"
+
+# Options every ESPnet run shares: token list, data; SHAPE_OR_KEY files (default: shape files).
+data_args() {
+    local token_args=(--token_type "${token_type}" --token_list "${token_list}")
+    [ "${token_type}" = bpe ] && token_args+=(--bpemodel "${bpe_prefix}.model")
+    echo "${token_args[@]}" --ngpu "${ngpu}" \
+        --train_data_path_and_name_and_type "${feats_dir}/${train_set}/${speech_file},speech,${speech_type}" \
+        --train_data_path_and_name_and_type "${feats_dir}/${train_set}/text,text,text" \
+        --valid_data_path_and_name_and_type "${feats_dir}/${valid_set}/${speech_file},speech,${speech_type}" \
+        --valid_data_path_and_name_and_type "${feats_dir}/${valid_set}/text,text,text" \
+        --train_shape_file "${1:-${feats_dir}/${train_set}/feats_shape}" \
+        --valid_shape_file "${2:-${feats_dir}/${valid_set}/feats_shape}"
+}
+# Options every ESPnet training run shares: data + normalization.
+common_train_args() {
+    echo $(data_args) --normalize_conf "stats_file=${stats_file}" --resume true ${train_opts}
+}
+
+# train_model NAME CONFIG EXTRA_ARGS...: ESPnet training into exp/NAME.
+# exp/NAME/stamp.json records the config, options and input fingerprints it is trained with
+# (espnet_oracle.bin.train_dir): a finished dir with the same stamp is skipped, an unfinished one
+# is resumed from its checkpoint.pth, and a dir made any other way is moved aside to
+# exp/NAME.stale-<time> (never deleted) and trained anew.
+train_model() {
+    local name=$1 config=$2; shift 2
+    local dir=${exp}/${name} state
+    # shellcheck disable=SC2207
+    local args=($(common_train_args) "$@")
+    state=$(${python} -m espnet_oracle.bin.train_dir --dir "${dir}" --config "${config}" -- "${args[@]}") \
+        || die "could not check ${dir} (see above)"
+    case "${state}" in
+        done)
+            log "${dir} already trained; skipping (same config, options and inputs; to retrain anyway, move ${dir} aside or remove it)"
+            return 0 ;;
+        resume) log "resuming the unfinished training of ${name} from ${dir}/checkpoint.pth (log: ${dir}/train.log)" ;;
+        train) log "training ${name} (log: ${dir}/train.log)" ;;
+        *) die "unexpected answer '${state}' from espnet_oracle.bin.train_dir" ;;
+    esac
+    ${train_cmd} "${dir}/train.log" \
+        ${python} -m espnet_oracle.bin.asr_train --config "${config}" --output_dir "${dir}" "${args[@]}" \
+        || die "training ${name} failed; see ${dir}/train.log (rerun the stage to resume it)"
+    ${python} -m espnet_oracle.bin.training_curve --exp_dir "${dir}" \
+        || die "could not read the training curve of ${name} from ${dir}/checkpoint.pth"
+    touch "${dir}/.done"
+}
+
+if run_stage 0; then
+    log "stage 0: environment check / creation"
+    stage_timer_start
+    "${project_root}/scripts/setup_env.sh"
+    . "${project_root}/path.sh"
+    python=${VIRTUAL_ENV:-${ESPNET_ORACLE_VENV}}/bin/python
+    ${python} -c 'import torch, torchaudio, espnet, espnet_oracle, kaldiio, sentencepiece; print("torch", torch.__version__, "espnet", espnet.__version__)' \
+        || die "the environment in ${ESPNET_ORACLE_VENV} is broken; remove it and re-run stage 0"
+    stage_done 0 environment
+fi
+
+if run_stage 1; then
+    log "stage 1: data preparation"
+    stage_timer_start
+    # shellcheck disable=SC2086
+    PYTHON=${python} local/data.sh ${local_data_opts}
+    stage_done 1 data
+fi
+
+# done_sig OUT INPUT_FILES... -- OPTIONS: a signature of the inputs' content and the options;
+# up_to_date OUT SIG: OUT/.done holds SIG (then the step is skipped).
+done_sig() {
+    local files=() opts
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do files+=("$1"); shift; done
+    shift; opts="$*"
+    { echo "${opts}"; cat "${files[@]}"; } | sha256sum | cut -c1-32
+}
+up_to_date() { [ -f "$1/.done" ] && [ "$(cat "$1/.done")" = "$2" ]; }
+
+if run_stage 2; then
+    log "stage 2: features (${feats_type})"
+    stage_timer_start
+    for x in ${all_sets}; do
+        out=${feats_dir}/${x}
+        need data/${x}/text "stage 1 (data preparation)"
+        case ${feats_type} in
+            fbank|raw) need data/${x}/wav.scp "stage 1 (data preparation)"
+                sig=$(done_sig data/${x}/wav.scp data/${x}/text -- ${feats_type} ${fs} ${n_mels}) ;;
+            extracted) [ -x local/extract_features.sh ] || die "--feats_type extracted needs an executable local/extract_features.sh"
+                sig=$(done_sig data/${x}/text -- extracted) ;;
+            *) die "unknown --feats_type ${feats_type} (fbank, raw, extracted)" ;;
+        esac
+        if up_to_date "${out}" "${sig}"; then log "${out}: up to date"; continue; fi
+        rm -rf "${out}"; mkdir -p "${out}"
+        case ${feats_type} in
+            fbank|raw)
+                ${decode_cmd} JOB=1:${nj} "${out}/logs/features.JOB.log" \
+                    ${python} -m espnet_oracle.bin.make_features --feats_type "${feats_type}" \
+                    --wav_scp data/${x}/wav.scp --out_dir "${out}" --fs "${fs}" --n_mels "${n_mels}" \
+                    --job JOB --nj "${nj}" || die "feature extraction of ${x} failed; see ${out}/logs/"
+                name=$([ "${feats_type}" = fbank ] && echo feats || echo wav)
+                for j in $(seq "${nj}"); do cat "${out}/${name}.${j}.scp"; done | sort > "${out}/${name}.scp"
+                rm -f "${out}/${name}".*.scp
+                if [ "${feats_type}" = fbank ]; then
+                    for j in $(seq "${nj}"); do cat "${out}/feats_shape.${j}"; done | sort > "${out}/feats_shape"
+                    rm -f "${out}"/feats_shape.*
+                fi ;;
+            extracted)
+                local/extract_features.sh "data/${x}" "${out}" || die "local/extract_features.sh data/${x} ${out} failed"
+                need "${out}/feats.scp" "local/extract_features.sh" ;;
+        esac
+        for f in text utt2spk spk2utt; do [ ! -f data/${x}/${f} ] || cp data/${x}/${f} "${out}/${f}"; done
+        echo "${sig}" > "${out}/.done"
+    done
+    stage_done 2 features
+fi
+
+if run_stage 3; then
+    log "stage 3: token list (${token_type}), CMVN stats and shapes (ESPnet --collect_stats)"
+    stage_timer_start
+    need data/${train_set}/text "stage 1 (data preparation)"
+    tdir=$(dirname "${token_list}")
+    sig=$(done_sig data/${train_set}/text -- ${token_type} ${nbpe})
+    if ! up_to_date "${tdir}" "${sig}"; then
+        rm -rf "${tdir}"; mkdir -p "${tdir}"
+        tok_opts=(--token_type "${token_type}")
+        if [ "${token_type}" = bpe ]; then
+            cut -d' ' -f2- data/${train_set}/text > "${tdir}/train.txt"
+            ${python} -c 'import sys, sentencepiece as spm; spm.SentencePieceTrainer.train(input=sys.argv[1],
+                vocab_size=int(sys.argv[2]), model_prefix=sys.argv[3], model_type="unigram",
+                character_coverage=1.0, hard_vocab_limit=False)' "${tdir}/train.txt" "${nbpe}" "${bpe_prefix}" \
+                > "${tdir}/spm_train.log" 2>&1 || die "sentencepiece failed; see ${tdir}/spm_train.log"
+            tok_opts=(--token_type bpe --bpemodel "${bpe_prefix}.model")
+        fi
+        ${python} -m espnet2.bin.tokenize_text "${tok_opts[@]}" -f 2- --input data/${train_set}/text \
+            --output "${token_list}.tmp" --write_vocabulary true --cutoff 0 \
+            --add_symbol '<blank>:0' --add_symbol '<unk>:1' --add_symbol '<sos/eos>:-1' \
+            || die "tokenize_text failed"
+        mv "${token_list}.tmp" "${token_list}"
+        echo "${sig}" > "${tdir}/.done"
+    fi
+    sig=$(done_sig "${token_list}" ${feats_dir}/${train_set}/.done ${feats_dir}/${valid_set}/.done -- ${teacher_conf})
+    if ! up_to_date "${feats_dir}/stats" "${sig}"; then
+        for x in ${train_set} ${valid_set}; do need ${feats_dir}/${x}/.done "stage 2 (features)"; done
+        rm -rf "${feats_dir}/stats"
+        # shellcheck disable=SC2046
+        ${train_cmd} "${feats_dir}/stats/collect_stats.log" \
+            ${python} -m espnet_oracle.bin.asr_train --collect_stats true --config "${teacher_conf}" \
+            --normalize none --use_preprocessor true --output_dir "${feats_dir}/stats" \
+            $(data_args "${feats_dir}/${train_set}/${speech_file}" "${feats_dir}/${valid_set}/${speech_file}") \
+            || die "ESPnet --collect_stats failed; see ${feats_dir}/stats/collect_stats.log"
+        cp "${feats_dir}/stats/train/feats_stats.npz" "${stats_file}"
+        cp "${feats_dir}/stats/train/speech_shape" "${feats_dir}/${train_set}/feats_shape"
+        cp "${feats_dir}/stats/valid/speech_shape" "${feats_dir}/${valid_set}/feats_shape"
+        echo "${sig}" > "${feats_dir}/stats/.done"
+    fi
+    stage_done 3 tokens
+fi
+
+teachers_in_background=false
+if run_stage 4; then
+    log "stage 4: train the conventional (source-only) teacher"
+    stage_timer_start
+    need "${token_list}" "stage 3 (token list)"
+    need "${stats_file}" "stage 2 (features)"
+    if [ "${parallel_teachers}" = true ] && run_stage 5 && [ "${ngpu}" -eq 0 ]; then
+        # Two CPU trainings side by side use the two cores better than one after the other.
+        # shellcheck disable=SC2086
+        bg_start "stage 4 (conventional teacher; see ${exp}/teacher_conventional/train.log)" 1 \
+            train_model teacher_conventional "${teacher_conf}" ${teacher_train_opts}
+        teachers_in_background=true
+        log "stage 4 runs in the background beside stage 5; if either fails, the other is ended"
+    else
+        # shellcheck disable=SC2086
+        OMP_NUM_THREADS=${nj} train_model teacher_conventional "${teacher_conf}" ${teacher_train_opts}
+        stage_done 4 teacher_conventional
+    fi
+fi
+
+if run_stage 5; then
+    log "stage 5: train the Oracle Teacher"
+    [ "${teachers_in_background}" = true ] || stage_timer_start
+    need "${token_list}" "stage 3 (token list)"
+    need "${stats_file}" "stage 2 (features)"
+    if [ "${teachers_in_background}" = true ]; then
+        # shellcheck disable=SC2086
+        bg_start "stage 5 (Oracle Teacher; see ${exp}/teacher_oracle/train.log)" 1 \
+            train_model teacher_oracle "${oracle_conf}" ${teacher_train_opts}
+        bg_wait_all
+        stage_done 4+5 teachers_in_parallel
+    else
+        # shellcheck disable=SC2086
+        OMP_NUM_THREADS=${nj} train_model teacher_oracle "${oracle_conf}" ${teacher_train_opts}
+        stage_done 5 teacher_oracle
+    fi
+fi
+
+teacher_model() { echo "${exp}/$1/valid.loss.ave.pth"; }
+
+if run_stage 6; then
+    log "stage 6: teacher evaluation and copy probe"
+    stage_timer_start
+    for t in teacher_conventional teacher_oracle; do
+        need "$(teacher_model ${t})" "stage 4/5 (teacher training)"
+    done
+    ${python} -m espnet_oracle.bin.teacher_eval \
+        --conventional_dir "${exp}/teacher_conventional" --oracle_dir "${exp}/teacher_oracle" \
+        --dump_dir "${feats_dir}" --data_dir data --sets "${valid_set} ${test_sets}" \
+        --probe_sets "${probe_sets}" --out_dir "${exp}/teacher_eval"
+    stage_done 6 teacher_eval
+fi
+
+if run_stage 7; then
+    log "stage 7: dump teacher posteriors (${post_format}, k=${post_topk})"
+    stage_timer_start
+    for t in teacher_conventional teacher_oracle; do
+        need "$(teacher_model ${t})" "stage 4/5 (teacher training)"
+        for x in ${train_set} ${valid_set}; do
+            ${python} -m espnet_oracle.bin.dump_posteriors --exp_dir "${exp}/${t}" \
+                --feats_dir "${feats_dir}/${x}" --out_dir "${exp}/${t}/posteriors/${x}" \
+                --format "${post_format}" --topk "${post_topk}" --nj "${nj}"
+        done
+    done
+    stage_done 7 dump_posteriors
+fi
+
+# student_teacher SYSTEM: which teacher's posteriors a student learns from ("" for no KD).
+student_teacher() {
+    case "$1" in
+        nokd) echo "" ;;
+        convkd) echo teacher_conventional ;;
+        oraclekd) echo teacher_oracle ;;
+        *) die "unknown student system '$1' (nokd, convkd, oraclekd)" ;;
+    esac
+}
+
+# student_args SYSTEM: the options that make a student a no-KD / KD run.
+student_args() {
+    local teacher
+    teacher=$(student_teacher "$1")
+    [ -n "${teacher}" ] || return 0
+    local post=${exp}/${teacher}/posteriors
+    echo --model kd_student \
+        --model_conf "kd_weight=${kd_weight}" --model_conf "kd_temperature=${kd_temperature}" \
+        --model_conf "kd_frames=${kd_frames}" \
+        --train_data_path_and_name_and_type "${post}/${train_set}/post.scp,teacher_post,teacher_posterior" \
+        --valid_data_path_and_name_and_type "${post}/${valid_set}/post.scp,teacher_post,teacher_posterior"
+}
+
+
+if run_stage 8; then
+    log "stage 8: train students (${student_systems}; seeds ${seeds})"
+    stage_timer_start
+    need "${token_list}" "stage 3 (token list)"
+    for s in ${student_systems}; do
+        teacher=$(student_teacher "${s}")
+        [ -n "${teacher}" ] || continue
+        for x in ${train_set} ${valid_set}; do
+            need "${exp}/${teacher}/posteriors/${x}/post.scp" "stage 7 (dump teacher posteriors)"
+            ${python} -m espnet_oracle.bin.check_posteriors \
+                --post_scp "${exp}/${teacher}/posteriors/${x}/post.scp" \
+                --feats_scp "${feats_dir}/${x}/${speech_file}" --token_list "${token_list}" \
+                || die "teacher posteriors do not fit the ${x} set (see above)"
+        done
+    done
+    for s in ${student_systems}; do
+        args=$(student_args "${s}")
+        for seed in ${seeds}; do
+            name=$(student_dirs "${s}" "${seed}")
+            # shellcheck disable=SC2086
+            bg_start "student ${name} (see ${exp}/${name}/train.log)" 1 \
+                train_model "${name}" "${student_conf}" --seed "${seed}" ${args} ${student_train_opts}
+            while [ "${#bg_pids[@]}" -ge "${nj}" ]; do bg_wait_one; done
+        done
+    done
+    bg_wait_all
+    for name in $(student_dirs); do
+        ${python} -m espnet_oracle.bin.export_student --exp_dir "${exp}/${name}"
+    done
+    stage_done 8 students
+fi
+
+if run_stage 9; then
+    log "stage 9: decode (${decode_modes})"
+    stage_timer_start
+    systems="teacher_conventional teacher_oracle $(student_dirs)"
+    for sys in ${systems}; do
+        need "$(teacher_model ${sys})" "the training stage of ${sys}"
+    done
+    # shellcheck disable=SC2086
+    ${python} -m espnet_oracle.bin.decode --exp "${exp}" --systems ${systems} \
+        --dump_dir "${feats_dir}" --sets "${valid_set} ${test_sets}" \
+        --modes "${decode_modes}" --beam_size "${beam_size}" --nj "${nj}"
+    stage_done 9 decode
+fi
+
+if run_stage 10; then
+    log "stage 10: scoring, spike timing, plots, RESULTS.md"
+    stage_timer_start
+    for sys in teacher_conventional teacher_oracle $(student_dirs); do
+        for x in ${valid_set} ${test_sets}; do
+            for mode in ${decode_modes}; do
+                d=${exp}/${sys}/decode_${x}_${mode}
+                need "${d}/text" "stage 9 (decode)"
+                # shellcheck disable=SC2086
+                ${python} -m espnet_oracle.bin.score --data_dir "data/${x}" --decode_dir "${d}" \
+                    --condition_files ${condition_files} > /dev/null || die "scoring ${d} failed (see above)"
+            done
+        done
+    done
+    # shellcheck disable=SC2086
+    ${python} -m espnet_oracle.bin.plot_posteriorgram --exp "${exp}" --dump_dir "${feats_dir}" \
+        --data_dir data --set "$(echo ${test_sets} | cut -d' ' -f1)" --out_dir "${exp}/plots" \
+        --systems teacher_conventional teacher_oracle $(student_dirs "${student_systems}" "${seeds%% *}")
+    stage_done 10 score
+    ${python} -m espnet_oracle.bin.make_results --exp "${exp}" --recipe_dir "${recipe_dir}" \
+        --sets "${valid_set} ${test_sets}" --train_set "${train_set}" --seeds "${seeds}" --out "${results}" \
+        --condition_files "${condition_files}" --targets "${results_targets}" \
+        --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}"
+    log "wrote ${results}"
+fi
+log "done (stages ${stage}..${stop_stage})"
