@@ -38,6 +38,7 @@ valid_set=dev
 test_sets="test test_unseen"
 token_type=char         # char | word | bpe
 nbpe=30
+bpemode=unigram         # sentencepiece model type for --token_type bpe: unigram (ESPnet's default) | bpe
 teacher_conf=conf/train_teacher_conventional.yaml
 oracle_conf=conf/train_teacher_oracle.yaml
 student_conf=conf/train_student.yaml
@@ -297,15 +298,15 @@ if run_stage 3; then
     stage_timer_start
     need data/${train_set}/text "stage 1 (data preparation)"
     tdir=$(dirname "${token_list}")
-    sig=$(done_sig data/${train_set}/text -- ${token_type} ${nbpe})
+    sig=$(done_sig data/${train_set}/text -- ${token_type} ${nbpe} $([ "${token_type}" != bpe ] || echo "${bpemode}"))
     if ! up_to_date "${tdir}" "${sig}"; then
         rm -rf "${tdir}"; mkdir -p "${tdir}"
         tok_opts=(--token_type "${token_type}")
         if [ "${token_type}" = bpe ]; then
             cut -d' ' -f2- data/${train_set}/text > "${tdir}/train.txt"
             ${python} -c 'import sys, sentencepiece as spm; spm.SentencePieceTrainer.train(input=sys.argv[1],
-                vocab_size=int(sys.argv[2]), model_prefix=sys.argv[3], model_type="unigram",
-                character_coverage=1.0, hard_vocab_limit=False)' "${tdir}/train.txt" "${nbpe}" "${bpe_prefix}" \
+                vocab_size=int(sys.argv[2]), model_prefix=sys.argv[3], model_type=sys.argv[4],
+                character_coverage=1.0, hard_vocab_limit=False)' "${tdir}/train.txt" "${nbpe}" "${bpe_prefix}" "${bpemode}" \
                 > "${tdir}/spm_train.log" 2>&1 || die "sentencepiece failed; see ${tdir}/spm_train.log"
             tok_opts=(--token_type bpe --bpemodel "${bpe_prefix}.model")
         fi
