@@ -190,7 +190,8 @@ def test_official_checksum_table_is_complete():
 
 # --------------------------------------------------------------------------- speed perturbation
 def test_speed_perturbation_files_and_pipe(corpus, tmp_path):
-    from espnet_oracle.bin.compute_fbank import read_waveform
+    from espnet_oracle.bin import make_features
+    from espnet_oracle.bin.make_features import read_pipe
 
     root, counts = corpus
     src = tmp_path / "dev_clean"
@@ -211,14 +212,23 @@ def test_speed_perturbation_files_and_pipe(corpus, tmp_path):
         data, rate = soundfile.read(wav[f"sp{f}-{utt}"], dtype="int16")
         assert rate == 16000 and abs(len(data) - n0 / float(f)) <= 1
         assert abs(float(dur[f"sp{f}-{utt}"]) - len(data) / 16000) < 1e-3
-    # pipe mode: the same samples, read through a command by kaldiio (the fbank stage's reader)
+    # pipe mode: the same samples, read through the command by the features stage (make_features)
     pipes = tmp_path / "dev_clean_sp_pipe"
     sp.perturb_dir(src, pipes, ["1.0", "1.1"], "pipe")
     spec = read_kaldi_map(pipes / "wav.scp")["sp1.1-" + utt]
     assert spec.endswith("|") and "--pipe 1.1" in spec
-    piped = read_waveform("sp1.1-" + utt, spec, 16000)
-    from_file = read_waveform("sp1.1-" + utt, wav["sp1.1-" + utt], 16000)
-    np.testing.assert_array_equal(piped, from_file)
+    rate, piped = read_pipe(spec)
+    from_file, _ = soundfile.read(wav["sp1.1-" + utt], dtype="int16")
+    assert rate == 16000 and piped.shape == (len(from_file), 1)
+    np.testing.assert_array_equal(np.round(piped[:, 0] * 32768).astype(np.int16), from_file)
+    # --feats_type raw with pipe entries: the audio is written out (ESPnet's raw reader runs no pipes)
+    make_features.main(["--feats_type", "raw", "--wav_scp", str(pipes / "wav.scp"), "--out_dir",
+                        str(tmp_path / "raw_pipe"), "--fs", "16000"])
+    raw = read_kaldi_map(tmp_path / "raw_pipe" / "wav.1.scp")
+    assert set(raw) == set(read_kaldi_map(pipes / "wav.scp"))
+    assert raw[utt] == original[utt] and not raw["sp1.1-" + utt].endswith("|")
+    written, _ = soundfile.read(raw["sp1.1-" + utt], dtype="int16")
+    np.testing.assert_array_equal(written, from_file)
     # ESPnet's raw-audio reader (feats_type raw) takes the files mode's wav.scp
     from espnet2.fileio.sound_scp import SoundScpReader
 
@@ -282,34 +292,31 @@ def test_data_sh_960h_reuses_the_100h_scripts(corpus, tmp_path):
 
 
 # --------------------------------------------------------------------------- BPE units
-def test_bpe_units_on_fixture_text(corpus, tmp_path):
+@pytest.mark.parametrize("bpemode", ["unigram", "bpe"])
+def test_bpe_units_on_fixture_text(corpus, tmp_path, bpemode):
+    """Both sentencepiece model types (the pipeline's --bpemode) on the fixture text, read back by
+    ESPnet's tokenizer; the whole stage 3 runs in test_librispeech_run.py."""
     import sentencepiece as spm
-    from espnet_oracle.bin import make_token_list
+    from espnet2.text.build_tokenizer import build_tokenizer
 
     root, _ = corpus
     out = tmp_path / "train"
     prep.prepare(root / "LibriSpeech" / "train-clean-100", out)
-    tokens = tmp_path / "token_list" / "bpe" / "tokens.txt"
-    prefix = tmp_path / "token_list" / "bpe" / "bpe"
-    nbpe = 24
-    assert make_token_list.main(["--text", str(out / "text"), "--token_type", "bpe", "--nbpe", str(nbpe),
-                                 "--bpe_model_prefix", str(prefix), "--out", str(tokens)]) == 0
-    vocab = tokens.read_text().split()
-    assert vocab[0] == "<blank>" and vocab[1] == "<unk>" and vocab[-1] == "<sos/eos>"
-    tokenizer = make_token_list.build_tokenizer("bpe", str(prefix) + ".model")
-    for line in read_kaldi_map(out / "text").values():
-        pieces = tokenizer.text2tokens(line)
-        assert pieces and set(pieces) <= set(vocab)
-        assert tokenizer.tokens2text(pieces) == line
-    # the recipes' bpemode (ESPnet asr.sh's default): sentencepiece unigram trains on the same text
+    text = read_kaldi_map(out / "text")
     lines = tmp_path / "text.txt"
-    lines.write_text("\n".join(read_kaldi_map(out / "text").values()) + "\n")
-    spm.SentencePieceTrainer.train(input=str(lines), model_prefix=str(tmp_path / "uni"), vocab_size=nbpe,
-                                   model_type="unigram", character_coverage=1.0,
-                                   input_sentence_size=100000000, minloglevel=2)
-    uni = spm.SentencePieceProcessor(model_file=str(tmp_path / "uni.model"))
-    assert uni.get_piece_size() == nbpe
-    assert uni.decode(uni.encode("SEVEN ONE")) == "SEVEN ONE"
+    lines.write_text("\n".join(text.values()) + "\n")
+    nbpe = 24
+    spm.SentencePieceTrainer.train(input=str(lines), model_prefix=str(tmp_path / "m"), vocab_size=nbpe,
+                                   model_type=bpemode, character_coverage=1.0, hard_vocab_limit=False,
+                                   minloglevel=2)
+    model = spm.SentencePieceProcessor(model_file=str(tmp_path / "m.model"))
+    assert 10 < model.get_piece_size() <= nbpe
+    tokenizer = build_tokenizer("bpe", bpemodel=str(tmp_path / "m.model"))
+    for line in text.values():
+        pieces = tokenizer.text2tokens(line)
+        assert pieces and model.unk_id() not in model.piece_to_id(pieces)
+        assert tokenizer.tokens2text(pieces) == line
+    assert model.decode(model.encode("SEVEN ONE")) == "SEVEN ONE"
 
 
 def test_fixture_tarballs_match_their_table(corpus):

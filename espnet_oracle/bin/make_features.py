@@ -1,7 +1,8 @@
 """Stage 2 (fbank | raw), one job's share of a wav.scp; exists because ESPnet has no stand-alone fbank dumper.
 
 fbank: Kaldi-compatible log-mel (torchaudio.compliance.kaldi.fbank, no dither) -> <out_dir>/feats.JOB.scp
-(kaldiio ark) + feats_shape.JOB. raw: wav.scp.JOB, the audio resampled to --fs only where it is not at --fs.
+(kaldiio ark) + feats_shape.JOB. raw: wav.scp.JOB, the audio resampled to --fs only where it is not at --fs
+(and written out for ``command |`` entries, which ESPnet's raw-audio reader does not run).
 """
 
 import argparse
@@ -12,6 +13,15 @@ import numpy as np
 import torch
 import torchaudio
 from espnet2.fileio.sound_scp import SoundScpReader, SoundScpWriter
+
+
+def read_pipe(spec):
+    """A ``command |`` entry (ESPnet's SoundScpReader runs no pipes): (rate, float32 (samples, channels)).
+    With --feats_type raw its audio is written out, so that training reads files."""
+    rate, wav = kaldiio.load_mat(spec)
+    wav = np.asarray(wav)
+    wav = wav.astype(np.float32) / 32768.0 if np.issubdtype(wav.dtype, np.integer) else wav.astype(np.float32)
+    return rate, wav[:, None] if wav.ndim == 1 else wav
 
 
 def main(argv=None):
@@ -38,9 +48,10 @@ def main(argv=None):
     with writer:
         for i in mine:
             utt, where = lines[i]
-            rate, wav = reader[utt]
+            pipe = where.rstrip().endswith("|")
+            rate, wav = read_pipe(where) if pipe else reader[utt]
             wav = torch.from_numpy(np.ascontiguousarray(wav.T[:1]))  # first channel, (1, samples)
-            if args.feats_type == "raw" and rate == args.fs:
+            if args.feats_type == "raw" and rate == args.fs and not pipe:
                 writer.fscp.write(f"{utt} {where}\n")  # as it is: no copy
                 continue
             if rate != args.fs:
