@@ -1,27 +1,26 @@
 #!/usr/bin/env bash
-# LibriSpeech 100 h recipe (train-clean-100; dev = dev-clean + dev-other; tests: dev/test clean/other).
-# Everything but data preparation (local/data.sh) and configs (conf/) comes from ../../run.sh.
-#
-# WIRING PENDING (issue 8, corpus-agnostic pipeline): the configs read raw 16 kHz audio
-# (frontend: default, i.e. feats_type=raw) and ESPnet trains its BPE with sentencepiece
-# --model_type unigram; the pipeline of this commit extracts fbank features and trains
-# sentencepiece "bpe". Stages 1-3 (data, features/stats, BPE units) run today; training
-# stages need feats_type/bpemode passed through (the two variables below).
+# LibriSpeech 100 h recipe: train-clean-100 (speed-perturbed 0.9/1.0/1.1), valid = dev
+# (dev-clean + dev-other), tests dev-clean, dev-other, test-clean, test-other.
+# This file only sets the recipe's options; the stages (0-10) are the generic pipeline
+# scripts/oracle_asr.sh (`./run.sh --help` lists stages and options). The recipe's own files:
+# local/data.sh (download + Kaldi data dirs + speed perturbation), conf/, db.sh (LIBRISPEECH).
+#   LIBRISPEECH=/data/librispeech ./run.sh --stop_stage 3     # data dirs, stats/shapes, BPE units
+#   ./run.sh --stage 4 --ngpu 1
+#   Without speed perturbation: ./run.sh --train_set train_clean_100 --local_data_opts "--nj 4"
 set -euo pipefail
+root=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
 cd "$(dirname "${BASH_SOURCE[0]}")"
-
-train_set=train_clean_100
-valid_set=dev
-test_sets="dev_clean dev_other test_clean test_other"
-speed_perturb_factors=0.9,1.0,1.1   # as ESPnet's LibriSpeech recipes; "" for none
-nbpe=5000                           # ESPnet egs2/librispeech_100/asr1/run.sh: --nbpe 5000
-bpemode=unigram                     # ESPnet asr.sh's default sentencepiece model type (to wire)
-feats_type=raw                      # conf/*.yaml: frontend: default (to wire)
-
-sp_suffix=${speed_perturb_factors:+_sp}
-data_opts="--nj 4"
-[ -n "${speed_perturb_factors}" ] && data_opts+=" --speed_perturb_factors ${speed_perturb_factors}"
-
-exec ../../run.sh --train_set "${train_set}${sp_suffix}" --valid_set "${valid_set}" \
-    --test_sets "${test_sets}" --probe_sets "${valid_set} test_clean test_other" \
-    --token_type bpe --nbpe "${nbpe}" --data_opts "${data_opts}" "$@"
+[ -x "${root}/scripts/oracle_asr.sh" ] || root=${ESPNET_ORACLE_ROOT:?"set ESPNET_ORACLE_ROOT to the espnet-oracle checkout"}
+# --local_data_opts: options of local/data.sh; the speed-perturbed set is <train set>_sp.
+# --bpemode unigram: sentencepiece model type of ESPnet's asr.sh (--nbpe 5000 as its librispeech_100 recipe).
+exec "${root}/scripts/oracle_asr.sh" \
+    --feats_type raw --fs 16000 \
+    --train_set train_clean_100_sp --valid_set dev \
+    --test_sets "dev_clean dev_other test_clean test_other" \
+    --local_data_opts "--nj 4 --speed_perturb_factors 0.9,1.0,1.1" \
+    --token_type bpe --nbpe 5000 --bpemode unigram \
+    --teacher_conf conf/train_teacher_conventional.yaml \
+    --oracle_conf conf/train_teacher_oracle.yaml \
+    --student_conf conf/train_student.yaml \
+    --probe_sets "dev test_clean test_other" \
+    "$@"
