@@ -9,7 +9,7 @@ root=$(cd ../.. && pwd)
 # --feats_type: fbank (log-mel from wav.scp, resampled to --fs), raw (the config's frontend computes
 #   features), or extracted (your local/extract_features.sh <data_dir> <out_dir> writes feats.scp + feats_shape).
 # --test_sets: the sets local/data.sh writes besides --train_set and --valid_set.
-# --token_type char | word | bpe (--nbpe N).
+# --token_type char | word | bpe (--nbpe N, --bpemode unigram|bpe: the sentencepiece model type).
 # Optional: --local_data_opts "..." (options of your local/data.sh), --condition_files "utt2snr ..."
 #   (per-condition WER tables from data/<set>/ files), --results_targets "oraclekd<=0.8*nokd".
 exec "${root}/scripts/oracle_asr.sh" \
