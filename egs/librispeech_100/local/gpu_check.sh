@@ -14,7 +14,7 @@
 # project / stock teacher step. Paste gpu_check.md into egs/librispeech_100/README.md.
 #
 # --dry_run: no install, no CUDA; the current environment (. ./path.sh), tiny models, 2 steps
-# on the CPU -- checks the logic only (tests/test_librispeech_gpu_check.py runs it).
+# on the CPU -- checks the logic only (tests/test_librispeech_configs.py runs it).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
