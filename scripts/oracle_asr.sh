@@ -92,6 +92,8 @@ done
 
 # shellcheck disable=SC1091
 . "${project_root}/path.sh"
+# shellcheck disable=SC1091
+. "${project_root}/scripts/process_groups.sh"
 [ -f ./cmd.sh ] && . ./cmd.sh || . "${project_root}/cmd.sh"
 [ -f ./db.sh ] && . ./db.sh
 
@@ -124,16 +126,7 @@ bg_wait_one() {  # wait for any background job; die (which ends the others) if i
 }
 bg_wait_all() { while [ "${#bg_pids[@]}" -gt 0 ]; do bg_wait_one; done; }
 bg_end_all() {  # TERM every job's process group; KILL what is left after 10 s
-    local pid tries
-    for pid in "${bg_pids[@]}"; do kill -TERM -- "-${pid}" 2> /dev/null || true; done
-    for pid in "${bg_pids[@]}"; do
-        wait "${pid}" 2> /dev/null || true
-        for ((tries = 0; tries < 100; tries++)); do
-            kill -0 -- "-${pid}" 2> /dev/null || break
-            sleep 0.1
-        done
-        kill -KILL -- "-${pid}" 2> /dev/null || true
-    done
+    end_process_groups "${bg_pids[@]}"
     bg_pids=()
 }
 on_exit() {

@@ -7,6 +7,8 @@
 # Fail-fast: when one job fails, or this script gets INT/TERM, the other jobs (each in its own
 # process group, with everything they started) are ended.
 set -uo pipefail
+# shellcheck disable=SC1091
+. "$(dirname "${BASH_SOURCE[0]}")/process_groups.sh"
 max_jobs=0
 gpu=0
 while [ $# -gt 0 ]; do
@@ -51,18 +53,7 @@ run_one() {
 declare -A log_of=()
 pids=() failed=0
 end_jobs() {  # end every running job's process group (TERM; KILL what is left after 10 s)
-    local pid tries
-    for pid in "${pids[@]}"; do
-        kill -TERM -- "-${pid}" 2> /dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "${pid}" 2> /dev/null || true
-        for ((tries = 0; tries < 100; tries++)); do
-            kill -0 -- "-${pid}" 2> /dev/null || break
-            sleep 0.1
-        done
-        kill -KILL -- "-${pid}" 2> /dev/null || true
-    done
+    end_process_groups "${pids[@]}"
     pids=()
 }
 trap 'echo "run_local.sh: interrupted; ending ${#pids[@]} job(s)" >&2; end_jobs; exit 130' INT
