@@ -267,7 +267,8 @@ if run_stage 2; then
             fbank|raw) need data/${x}/wav.scp "stage 1 (data preparation)"
                 sig=$(done_sig data/${x}/wav.scp data/${x}/text -- ${feats_type} ${fs} ${n_mels}) ;;
             extracted) [ -x local/extract_features.sh ] || die "--feats_type extracted needs an executable local/extract_features.sh"
-                sig=$(done_sig data/${x}/text -- extracted) ;;
+                # every file of the data dir (e.g. img.scp and the .done stamp of its maker)
+                sig=$(done_sig $(find data/${x} -maxdepth 1 -type f | LC_ALL=C sort) -- extracted) ;;
             *) die "unknown --feats_type ${feats_type} (fbank, raw, extracted)" ;;
         esac
         if up_to_date "${out}" "${sig}"; then log "${out}: up to date"; continue; fi
