@@ -302,9 +302,11 @@ def main(argv=None):
                    f"{'; '.join(sorted({x['other'] for x in settings if x['other']})) or '–'} |")
 
     # ---- beam search ----
-    out += ["", "### CTC prefix beam search (ESPnet BatchBeamSearch + CTCPrefixScorer)", "",
-            "| system | " + " | ".join(f"{s} WER" for s in sets) + " |", "|---|" + "---|" * len(sets)]
-    for _, label, dirs in systems:
+    beam = any(scores(d, s, "beam") for _, _, dirs in systems for d in dirs for s in sets)
+    if beam:  # not with --decode_modes greedy
+        out += ["", "### CTC prefix beam search (ESPnet BatchBeamSearch + CTCPrefixScorer)", "",
+                "| system | " + " | ".join(f"{s} WER" for s in sets) + " |", "|---|" + "---|" * len(sets)]
+    for _, label, dirs in systems if beam else ():
         out.append(f"| {label} | " + " | ".join(
             fmt([(scores(d, s, "beam") or {}).get("wer") for d in dirs]) for s in sets) + " |")
 

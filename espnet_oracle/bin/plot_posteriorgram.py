@@ -3,7 +3,7 @@
 For a few utterances of a set, one PNG each: the systems named by --systems
 (run.sh: both teachers, the Oracle Teacher fed the true transcript, and the
 students of its first seed) stacked; every panel shows per-frame probabilities of the non-blank tokens
-(blank in grey), with the true word spans shaded when the set has a ``word_align`` file.
+(blank in grey; dotted black over images), with the true word spans shaded when the set has a ``word_align`` file.
 
 ``--image_input`` (text recognition: features are image columns, e.g. ``(W, 32)`` pixel columns of a
 word image): the x axis is the input column; the input is drawn as an image on top and faintly behind
@@ -100,7 +100,7 @@ def main(argv=None):
             tokens = list(model.token_list)
             if args.image_input:
                 times = (np.arange(probs.shape[0]) + 0.5) * width / probs.shape[0]
-                ax.imshow(image, cmap="gray", aspect="auto", alpha=0.35, extent=(0, width, 0, 1.15))
+                ax.imshow(image, cmap="gray", aspect="auto", alpha=0.25, extent=(0, width, 0, 1.15))
                 path = probs.argmax(-1)
                 hyp = "".join(tokens[k] for i, k in enumerate(path)
                               if k != model.blank_id and (i == 0 or path[i - 1] != k))
@@ -111,7 +111,8 @@ def main(argv=None):
             for word, start, end in word_align.get(utt_id, []):
                 ax.axvspan(start, end, color="tab:orange", alpha=0.15)
                 ax.text((start + end) / 2, 1.02, word, ha="center", va="bottom", fontsize=6)
-            ax.plot(times, probs[:, model.blank_id], color="0.7", lw=0.8)
+            blank_style = dict(color="k", ls=":") if args.image_input else dict(color="0.7")
+            ax.plot(times, probs[:, model.blank_id], lw=0.8, **blank_style)
             for index in range(probs.shape[1]):
                 if index != model.blank_id and probs[:, index].max() > 0.3:
                     ax.plot(times, probs[:, index], lw=1.0)
