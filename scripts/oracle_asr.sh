@@ -17,7 +17,8 @@
 #   7  dump teacher posteriors (train, dev) -> exp/teacher_*/posteriors/<set>/post.scp
 #   8  train students: no KD, conventional-teacher KD, Oracle-Teacher KD (x seeds)
 #   9  decode all systems (greedy CTC + CTC prefix beam search)
-#  10  score (WER/CER, per condition), spike timing (with data/<set>/word_align), plots, RESULTS.md
+#  10  score (WER/CER, per condition; optionally word accuracy, 1 - NED), spike timing (with
+#      data/<set>/word_align), posteriorgram plots, RESULTS.md
 set -euo pipefail
 
 command_line="$0 $*"
@@ -58,6 +59,8 @@ decode_modes="greedy beam"
 probe_sets=""           # copy-probe sets of stage 6 (default: valid + test sets)
 condition_files=""      # per-condition WER tables from these data/<set>/ files, e.g. "utt2snr utt2noise"
 results_targets=""      # checks in RESULTS.md, e.g. "oraclekd<=0.8*nokd oraclekd<convkd" (WER, means)
+extra_metrics=""        # more stage-10 metrics per set (text recognition): "word_accuracy one_minus_ned"
+plot_opts=""            # extra options of stage 10's espnet_oracle.bin.plot_posteriorgram, e.g. "--image_input --num_utts 4"
 exp=exp
 dump=dump
 results=RESULTS.md      # where stage 10 writes the results table (relative to the recipe dir)
@@ -258,7 +261,8 @@ if run_stage 2; then
             fbank|raw) need data/${x}/wav.scp "stage 1 (data preparation)"
                 sig=$(done_sig data/${x}/wav.scp data/${x}/text -- ${feats_type} ${fs} ${n_mels}) ;;
             extracted) [ -x local/extract_features.sh ] || die "--feats_type extracted needs an executable local/extract_features.sh"
-                sig=$(done_sig data/${x}/text -- extracted) ;;
+                # every file of the data dir (e.g. img.scp and the .done stamp of its maker)
+                sig=$(done_sig $(find data/${x} -maxdepth 1 -type f | LC_ALL=C sort) -- extracted) ;;
             *) die "unknown --feats_type ${feats_type} (fbank, raw, extracted)" ;;
         esac
         if up_to_date "${out}" "${sig}"; then log "${out}: up to date"; continue; fi
@@ -475,18 +479,20 @@ if run_stage 10; then
                 need "${d}/text" "stage 9 (decode)"
                 # shellcheck disable=SC2086
                 ${python} -m espnet_oracle.bin.score --data_dir "data/${x}" --decode_dir "${d}" \
-                    --condition_files ${condition_files} > /dev/null || die "scoring ${d} failed (see above)"
+                    --condition_files ${condition_files} --extra_metrics ${extra_metrics} > /dev/null \
+                    || die "scoring ${d} failed (see above)"
             done
         done
     done
     # shellcheck disable=SC2086
     ${python} -m espnet_oracle.bin.plot_posteriorgram --exp "${exp}" --dump_dir "${feats_dir}" \
         --data_dir data --set "$(echo ${test_sets} | cut -d' ' -f1)" --out_dir "${exp}/plots" \
-        --systems teacher_conventional teacher_oracle $(student_dirs "${student_systems}" "${seeds%% *}")
+        --systems teacher_conventional teacher_oracle $(student_dirs "${student_systems}" "${seeds%% *}") \
+        ${plot_opts}
     stage_done 10 score
     ${python} -m espnet_oracle.bin.make_results --exp "${exp}" --recipe_dir "${recipe_dir}" \
         --sets "${valid_set} ${test_sets}" --train_set "${train_set}" --seeds "${seeds}" --out "${results}" \
-        --condition_files "${condition_files}" --targets "${results_targets}" \
+        --condition_files "${condition_files}" --targets "${results_targets}" --extra_metrics "${extra_metrics}" \
         --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}"
     log "wrote ${results}"
 fi

@@ -91,3 +91,20 @@ def test_copy_probe_table_refuses_teacher_eval_of_other_teachers(tmp_path):
     text = out.read_text(encoding="utf-8")
     assert "3.25" not in text
     assert "stale" in text and "stage 6" in text
+
+
+def test_extra_metric_columns_only_when_asked(tmp_path):
+    exp = tmp_path / "exp"
+    values = dict(wer=25.0, cer=10.0, word_accuracy=75.0, one_minus_ned=87.5)
+    system(exp, "teacher_conventional", dict(model="espnet", seed=0, max_epoch=1),
+           scores={"dev": values, "test": values})
+    out = tmp_path / "RESULTS.md"
+    make_results.main(["--exp", str(exp), "--sets", "dev test", "--seeds", "1", "--out", str(out)])
+    assert "word acc" not in out.read_text(encoding="utf-8")
+    make_results.main(["--exp", str(exp), "--sets", "dev test", "--seeds", "1", "--out", str(out),
+                       "--extra_metrics", "word_accuracy one_minus_ned"])
+    text = out.read_text(encoding="utf-8")
+    header = next(line for line in text.splitlines() if line.startswith("| system | params"))
+    assert "| test WER | test CER | test word acc | test 1−NED |" in header
+    row = row_of(text, "| conventional teacher", "## Systems")
+    assert "| 25.00 | 10.00 | 75.00 | 87.50 |" in row

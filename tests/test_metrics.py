@@ -249,3 +249,38 @@ def test_spike_timing_survives_a_missing_word_separator():
     late = spike_timing(words, tokens, [13, 14, 15, 16, 17, 18], frame_shift_s=0.04)
     assert late.n_hits == 3
 
+
+
+# --------------------------------------------------------------------------- #
+# text recognition: word accuracy, 1 - NED (score.py --extra_metrics)          #
+# --------------------------------------------------------------------------- #
+STR_REFS = {"a": "hello", "b": "abc12", "c": "car", "d": "x", "e": "it's"}
+STR_HYPS = {"a": "Hello", "b": "abd12", "c": "cars", "d": "", "e": "its"}
+# a, e: exact after lower-casing / dropping non-alphanumerics; 1 - ED/max: a 1, b 1 - 1/5, c 1 - 1/4, d 0, e 1
+STR_ACC, STR_1_NED = 100 * 2 / 5, 100 * (1 + 0.8 + 0.75 + 0 + 1) / 5
+
+
+def test_word_accuracy_and_one_minus_ned_by_hand():
+    assert M.alnum_lower("It's A-4 ok") == "itsa4ok"
+    out = M.word_accuracy_ned(STR_REFS, STR_HYPS)
+    assert out["n_correct"] == 2
+    assert out["word_accuracy"] == pytest.approx(STR_ACC) and out["one_minus_ned"] == pytest.approx(STR_1_NED)
+    assert M.word_accuracy_ned({"x": ""}, {"x": ""})["one_minus_ned"] == 100.0  # both empty: identical
+
+
+def test_score_extra_metrics_only_when_asked(tmp_path):
+    data, dec = tmp_path / "data", tmp_path / "dec"
+    _write(data / "text", [f"{u} {t}" for u, t in STR_REFS.items()])
+    _write(dec / "text", [f"{u} {t}".rstrip() for u, t in STR_HYPS.items()])
+    assert score.main(["--data_dir", str(data), "--decode_dir", str(dec)]) == 0
+    plain = json.loads((dec / "scores.json").read_text())
+    assert "word_accuracy" not in plain and "one_minus_ned" not in plain
+    assert score.main(["--data_dir", str(data), "--decode_dir", str(dec),
+                       "--extra_metrics", "word_accuracy", "one_minus_ned"]) == 0
+    out = json.loads((dec / "scores.json").read_text())
+    assert out["word_accuracy"] == pytest.approx(STR_ACC) and out["one_minus_ned"] == pytest.approx(STR_1_NED)
+    assert {k: v for k, v in out.items() if k not in ("word_accuracy", "one_minus_ned")} == plain
+    # single-word references, no punctuation changed by the normalisation: word accuracy = 100 - WER
+    refs = {u: t for u, t in STR_REFS.items() if u != "e"}
+    assert M.word_accuracy_ned(refs, {u: STR_HYPS[u].lower() for u in refs})["word_accuracy"] == pytest.approx(
+        100 - M.wer_cer(refs, {u: STR_HYPS[u].lower() for u in refs}).wer)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from espnet_oracle.utils.datadir import atomic_write_text
-from espnet_oracle.utils.metrics import condition_key
+from espnet_oracle.utils.metrics import EXTRA_METRICS, condition_key
 from espnet_oracle.utils.stamps import read_stamp
 from espnet_oracle.utils.systems import parse_student_dir, student_group
 
@@ -31,6 +31,14 @@ STUDENT_SYSTEMS = {
 LABELS = {
     "teacher_conventional": "conventional teacher",
     "teacher_oracle": "Oracle Teacher (fed the true transcript: oracle numbers)",
+}
+#: --extra_metrics: column name and what it is (all in %, from score.py)
+EXTRA_HEADERS = {"word_accuracy": "word acc", "one_minus_ned": "1−NED"}
+EXTRA_NOTES = {
+    "word_accuracy": "word accuracy in %, share of utterances read exactly (case-insensitive, "
+                     "alphanumeric characters only)",
+    "one_minus_ned": "100 × mean over utterances of 1 − edit distance / max(reference length, "
+                     "hypothesis length), on the same normalised strings",
 }
 
 
@@ -210,6 +218,9 @@ def main(argv=None):
     parser.add_argument("--train_set", default="train")
     parser.add_argument("--condition_files", default="", help="per-condition tables, e.g. 'utt2snr utt2noise'")
     parser.add_argument("--targets", default="", help="e.g. 'oraclekd<=0.8*nokd oraclekd<convkd' (WER)")
+    parser.add_argument("--extra_metrics", default="",
+                        help="more columns per set from scores.json (score.py --extra_metrics), e.g. "
+                             "'word_accuracy one_minus_ned'")
     parser.add_argument("--seeds", default="1 2 3")
     parser.add_argument("--out", default="RESULTS.md")
     parser.add_argument("--kd_weight", default="0.5", help="this run's KD settings (listed first)")
@@ -240,8 +251,14 @@ def main(argv=None):
             f"mean ± std over seeds {', '.join(seeds)}. Spike hit rate: share of emitted tokens whose "
             f"first CTC frame lies inside the true span of their word ({test} set, greedy path; needs word_align).", ""]
     header = ["system", "params", "train time (s)"]
+    extra = args.extra_metrics.split()
+    unknown = set(extra) - set(EXTRA_METRICS)
+    if unknown:
+        raise SystemExit(f"make_results: unknown --extra_metrics {sorted(unknown)} (known: {' '.join(EXTRA_METRICS)})")
+    if extra:
+        out[-2] += (" " + " ".join(f"{EXTRA_HEADERS[m]}: {EXTRA_NOTES[m]}." for m in extra))
     for s in sets:
-        header += [f"{s} WER", f"{s} CER"]
+        header += [f"{s} WER", f"{s} CER"] + [f"{s} {EXTRA_HEADERS[m]}" for m in extra]
     header += [f"spike hit rate ({test})", f"mean onset offset (ms, {test})"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
@@ -252,6 +269,7 @@ def main(argv=None):
         for s in sets:
             results = [scores(d, s, "greedy") for d in dirs]
             cells += [fmt([r and r.get("wer") for r in results]), fmt([r and r.get("cer") for r in results])]
+            cells += [fmt([r and r.get(m) for r in results]) for m in extra]
         on_test = [scores(d, test, "greedy") for d in dirs]
         hit = fmt([r and r.get("spike_hit_rate") for r in on_test], 1, 100.0)
         cells += [hit if hit == "–" else hit.replace(" (", " % (", 1) if " (" in hit else hit + " %",
@@ -284,9 +302,11 @@ def main(argv=None):
                    f"{'; '.join(sorted({x['other'] for x in settings if x['other']})) or '–'} |")
 
     # ---- beam search ----
-    out += ["", "### CTC prefix beam search (ESPnet BatchBeamSearch + CTCPrefixScorer)", "",
-            "| system | " + " | ".join(f"{s} WER" for s in sets) + " |", "|---|" + "---|" * len(sets)]
-    for _, label, dirs in systems:
+    beam = any(scores(d, s, "beam") for _, _, dirs in systems for d in dirs for s in sets)
+    if beam:  # not with --decode_modes greedy
+        out += ["", "### CTC prefix beam search (ESPnet BatchBeamSearch + CTCPrefixScorer)", "",
+                "| system | " + " | ".join(f"{s} WER" for s in sets) + " |", "|---|" + "---|" * len(sets)]
+    for _, label, dirs in systems if beam else ():
         out.append(f"| {label} | " + " | ".join(
             fmt([(scores(d, s, "beam") or {}).get("wer") for d in dirs]) for s in sets) + " |")
 

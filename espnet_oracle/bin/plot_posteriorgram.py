@@ -3,7 +3,12 @@
 For a few utterances of a set, one PNG each: the systems named by --systems
 (run.sh: both teachers, the Oracle Teacher fed the true transcript, and the
 students of its first seed) stacked; every panel shows per-frame probabilities of the non-blank tokens
-(blank in grey), with the true word spans shaded when the set has a ``word_align`` file.
+(blank in grey; dotted black over images), with the true word spans shaded when the set has a ``word_align`` file.
+
+``--image_input`` (text recognition: features are image columns, e.g. ``(W, 32)`` pixel columns of a
+word image): the x axis is the input column; the input is drawn as an image on top and faintly behind
+every panel, so each CTC spike sits over the image columns its encoder frame covers (frame t of T
+spans columns ``[t W / T, (t + 1) W / T)``); the utterances are spread over the set.
 """
 
 import argparse
@@ -48,6 +53,8 @@ def main(argv=None):
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--set", default="test")
     parser.add_argument("--num_utts", type=int, default=3)
+    parser.add_argument("--image_input", action="store_true",
+                        help="features are image columns: draw the input and the spikes over its columns")
     parser.add_argument("--out_dir", required=True)
     parser.add_argument("--systems", nargs="+", default=["teacher_conventional", "teacher_oracle", "student_nokd_seed1"],
                         help="experiment dir names under --exp, one panel each (missing ones are left out)")
@@ -70,22 +77,42 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded = [(label,) + load_model(Path(args.exp) / name) for name, label in systems]
     data = FeatureSet(Path(args.dump_dir) / args.set, loaded[0][2])
-    # Prefer noisy, multi-word utterances: they show alignment differences best.
-    chosen = sorted(data.utt_ids, key=lambda u: (len(data.texts[u].split()) < 3, u))[: args.num_utts]
+    if args.image_input:  # spread over the set (ids sort by speaker: font family for word images)
+        n = min(args.num_utts, len(data.utt_ids))
+        chosen = [data.utt_ids[i * len(data.utt_ids) // n] for i in range(n)]
+    else:  # Prefer noisy, multi-word utterances: they show alignment differences best.
+        chosen = sorted(data.utt_ids, key=lambda u: (len(data.texts[u].split()) < 3, u))[: args.num_utts]
     for utt_id in chosen:
-        fig, axes = plt.subplots(len(loaded), 1, figsize=(10, 1.6 * len(loaded)), sharex=True)
-        axes = np.atleast_1d(axes)
+        utt = data.get(utt_id)
+        rows = len(loaded) + (1 if args.image_input else 0)
+        fig, axes = plt.subplots(rows, 1, figsize=(10, 1.6 * rows), sharex=True)
+        axes = list(np.atleast_1d(axes))
+        if args.image_input:
+            image = np.asarray(utt.feats, dtype=np.float32).T  # (rows, W): row y, column w
+            width = image.shape[1]
+            axes[0].imshow(image, cmap="gray", aspect="auto", extent=(0, width, image.shape[0], 0))
+            axes[0].set_title(f"input ({image.shape[0]} x {width}; x: image column)", fontsize=7, loc="left")
+            axes[0].tick_params(labelsize=6)
+            axes = axes[1:]
         for ax, (label, model, train_args) in zip(axes, loaded):
-            utt = data.get(utt_id)
             log_probs, lengths, _ = ctc_log_probs(model, [utt])
             probs = log_probs[0, : int(lengths[0])].exp().numpy()
-            shift = data.frame_shift_ms(utt, int(lengths[0])) / 1000.0
-            times = np.arange(probs.shape[0]) * shift
+            tokens = list(model.token_list)
+            if args.image_input:
+                times = (np.arange(probs.shape[0]) + 0.5) * width / probs.shape[0]
+                ax.imshow(image, cmap="gray", aspect="auto", alpha=0.25, extent=(0, width, 0, 1.15))
+                path = probs.argmax(-1)
+                hyp = "".join(tokens[k] for i, k in enumerate(path)
+                              if k != model.blank_id and (i == 0 or path[i - 1] != k))
+                label = f"{label}: greedy '{hyp}'"
+            else:
+                shift = data.frame_shift_ms(utt, int(lengths[0])) / 1000.0
+                times = np.arange(probs.shape[0]) * shift
             for word, start, end in word_align.get(utt_id, []):
                 ax.axvspan(start, end, color="tab:orange", alpha=0.15)
                 ax.text((start + end) / 2, 1.02, word, ha="center", va="bottom", fontsize=6)
-            ax.plot(times, probs[:, model.blank_id], color="0.7", lw=0.8)
-            tokens = list(model.token_list)
+            blank_style = dict(color="k", ls=":") if args.image_input else dict(color="0.7")
+            ax.plot(times, probs[:, model.blank_id], lw=0.8, **blank_style)
             for index in range(probs.shape[1]):
                 if index != model.blank_id and probs[:, index].max() > 0.3:
                     ax.plot(times, probs[:, index], lw=1.0)
@@ -94,10 +121,10 @@ def main(argv=None):
             ax.set_ylim(0, 1.15)
             ax.set_title(label, fontsize=7, loc="left")
             ax.tick_params(labelsize=6)
-        axes[-1].set_xlabel("time (s)")
+        axes[-1].set_xlabel("image column" if args.image_input else "time (s)")
         fig.suptitle(f"{args.set} {utt_id}: {data.texts[utt_id]}" + (" (shaded: true word spans)" if word_align else ""), fontsize=8)
         fig.tight_layout()
-        path = out_dir / f"posteriorgram_{utt_id}.png"
+        path = out_dir / f"{'spikes' if args.image_input else 'posteriorgram'}_{utt_id}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         print(f"plot_posteriorgram: {path}")

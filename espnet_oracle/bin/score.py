@@ -5,7 +5,9 @@ Writes into --decode_dir: ``ref.trn``/``hyp.trn`` (sclite form ``WORDS (uttid)``
 (totals + per-utterance errors, editdistance), ``score_conditions.tsv`` (WER per value of each
 ``--condition_files`` file of --data_dir, e.g. utt2snr utt2noise, and per pair of values when two are
 given), ``spike_timing.tsv`` (only when --data_dir has ``word_align`` and the decode dir ``ctc_frames``)
-and ``scores.json``. CER: characters of the words, spaces excluded; rates in percent.
+and ``scores.json``. CER: characters of the words, spaces excluded; rates in percent. With
+``--extra_metrics word_accuracy one_minus_ned`` (text recognition) scores.json also holds those two
+(percent; case-insensitive, alphanumeric only: see espnet_oracle.utils.metrics).
 """
 
 import argparse
@@ -14,7 +16,8 @@ import sys
 from pathlib import Path
 
 from espnet_oracle.utils.datadir import atomic_write_text, read_kaldi_map
-from espnet_oracle.utils.metrics import ScoringError, WordSpan, check_ids, spike_timing_corpus, wer_by_condition, wer_cer
+from espnet_oracle.utils.metrics import (EXTRA_METRICS, ScoringError, WordSpan, check_ids, spike_timing_corpus,
+                                         wer_by_condition, wer_cer, word_accuracy_ned)
 
 
 def read_word_align(path: Path) -> dict:
@@ -40,7 +43,7 @@ def _pct(x) -> str:
 
 
 def score(data_dir: Path, decode_dir: Path, condition_files=(), offset_ms: float = 0.0,
-          tolerance_ms: float = 0.0) -> dict:
+          tolerance_ms: float = 0.0, extra_metrics=()) -> dict:
     data_dir, decode_dir = Path(data_dir), Path(decode_dir)
     refs, hyps = read_kaldi_map(data_dir / "text"), read_kaldi_map(decode_dir / "text")
     check_ids(refs, hyps, f"references ({data_dir / 'text'})", f"entry in {decode_dir / 'text'}")
@@ -69,6 +72,12 @@ def score(data_dir: Path, decode_dir: Path, condition_files=(), offset_ms: float
            "word_errors": res.total(0), "n_words": res.total(1), "char_errors": res.total(2),
            "n_chars": res.total(3), "wer_by_condition": {k: {c: v["wer"] for c, v in t.items()} for k, t in by.items()},
            "spike_hit_rate": None, "mean_onset_offset_ms": None}
+    unknown = set(extra_metrics) - set(EXTRA_METRICS)
+    if unknown:
+        raise ValueError(f"unknown --extra_metrics {sorted(unknown)} (known: {' '.join(EXTRA_METRICS)})")
+    if extra_metrics:
+        extra = word_accuracy_ned(refs, hyps)
+        out.update({name: extra[name] for name in EXTRA_METRICS if name in extra_metrics})
     spike_tsv, frames_path, wa_path = decode_dir / "spike_timing.tsv", decode_dir / "ctc_frames", data_dir / "word_align"
     spike_tsv.unlink(missing_ok=True)
     if frames_path.is_file() and wa_path.is_file():
@@ -91,13 +100,17 @@ def main(argv=None) -> int:
     p.add_argument("--condition_files", nargs="*", default=[], help="e.g. utt2snr utt2noise (optional files)")
     p.add_argument("--offset_ms", type=float, default=0.0, help="encoder frame t is at offset + t * shift")
     p.add_argument("--tolerance_ms", type=float, default=0.0, help="slack around a word span for a spike hit")
+    p.add_argument("--extra_metrics", nargs="*", default=[], choices=EXTRA_METRICS,
+                   help="text recognition: word accuracy, 1 - normalised edit distance (case-insensitive alphanumeric)")
     args = p.parse_args(argv)
     try:
-        out = score(args.data_dir, args.decode_dir, args.condition_files, args.offset_ms, args.tolerance_ms)
+        out = score(args.data_dir, args.decode_dir, args.condition_files, args.offset_ms, args.tolerance_ms,
+                    args.extra_metrics)
     except (ScoringError, ValueError, FileNotFoundError) as e:
         print(f"score: error: {args.decode_dir}: {e}", file=sys.stderr)
         return 1
-    print(f"{args.decode_dir}: WER {_pct(out['wer'])} %  CER {_pct(out['cer'])} %  ({out['n_utts']} utts)")
+    extra = "".join(f"  {name} {_pct(out[name])} %" for name in args.extra_metrics)
+    print(f"{args.decode_dir}: WER {_pct(out['wer'])} %  CER {_pct(out['cer'])} %{extra}  ({out['n_utts']} utts)")
     return 0
 
 

@@ -10,11 +10,18 @@ to the reference word its first character is aligned to (match or substitution) 
 its time lies in that word's ``[start - tol, end + tol]``; a token aligned to nothing is a miss.
 Onset offset: per reference word that got a token, time(earliest token) - word start.
 ``hit_rate = hits / tokens considered``.
+
+Text-recognition metrics (:func:`word_accuracy_ned`, only when a recipe asks for them): both strings
+are lower-cased and everything outside ``a-z0-9`` is dropped (the scene-text convention, spaces too);
+*word accuracy* is the share of utterances whose normalised hypothesis equals the normalised
+reference, *1 - NED* the mean over utterances of ``1 - ED(ref, hyp) / max(len(ref), len(hyp))``
+(characters; 1 when both are empty). Both in percent.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
@@ -88,6 +95,28 @@ def wer_cer(refs: Mapping[str, str], hyps: Mapping[str, str]) -> WerCer:
         rw, hw, rc, hc = to_words(refs[u]), to_words(hyps[u]), to_chars(refs[u]), to_chars(hyps[u])
         out[u] = (editdistance.eval(rw, hw), len(rw), editdistance.eval(rc, hc), len(rc))
     return WerCer(out)
+
+
+EXTRA_METRICS = ("word_accuracy", "one_minus_ned")
+_NOT_ALNUM = re.compile(r"[^0-9a-z]")
+
+
+def alnum_lower(text) -> str:
+    """``"Hello, World 2"`` -> ``"helloworld2"``: lower-cased, only ``a-z0-9`` kept."""
+    return _NOT_ALNUM.sub("", " ".join(to_words(text)).lower())
+
+
+def word_accuracy_ned(refs: Mapping[str, str], hyps: Mapping[str, str]) -> dict[str, Optional[float]]:
+    """``{"word_accuracy": %, "one_minus_ned": %, "n_correct": n}`` on alphanumeric, lower-cased strings."""
+    check_ids(refs, hyps)
+    correct, similarity = 0, 0.0
+    for u in refs:
+        r, h = alnum_lower(refs[u]), alnum_lower(hyps[u])
+        correct += r == h
+        longest = max(len(r), len(h))
+        similarity += 1.0 - editdistance.eval(r, h) / longest if longest else 1.0
+    return {"word_accuracy": rate(correct, len(refs)), "one_minus_ned": rate(similarity, len(refs)),
+            "n_correct": correct}
 
 
 def condition_key(cond: str):

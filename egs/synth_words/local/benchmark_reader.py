@@ -330,6 +330,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="do not fold accents (e.g. é) to ASCII before filtering")
     p.add_argument("--on_error", choices=("fail", "skip"), default="fail",
                    help="undecodable images / missing keys: stop, or skip and count them")
+    p.add_argument("--list_names", action="store_true",
+                   help="only print the set names the sources would get, one per line (run.sh: test sets)")
     return p
 
 
@@ -342,6 +344,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if set_ in names:
             raise BenchmarkError(f"two benchmarks named {set_}: {names[set_]} and {src}; use NAME=DIR")
         names[set_] = src
+        if args.list_names:
+            print(set_)
+            continue
         set_, c = convert(src, Path(args.data_dir), image_dir, name, args.max_label_length,
                           not args.no_normalize_unicode, args.on_error)
         print(

@@ -119,6 +119,9 @@ def discover_fonts(font_dirs: Sequence[str]) -> Dict[str, List[Tuple[str, str]]]
 def resolve_families(
     names: Sequence[str], available: Dict[str, List[Tuple[str, str]]], what: str
 ) -> List[Tuple[str, List[Tuple[str, str]]]]:
+    # "DejaVuSans" names "DejaVu Sans" too (as in utt2spk; no quoting needed in run.sh options)
+    squeezed = {n.replace(" ", ""): n for n in available}
+    names = [n if n in available else squeezed.get(n.replace(" ", ""), n) for n in names]
     missing = [n for n in names if n not in available]
     if missing:
         raise RenderError(
@@ -508,7 +511,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="minimum image width per character at height 32 (x4 width subsampling "
                         "then gives >= 2 L + 1 frames)")
     p.add_argument("--font_dirs", nargs="+", default=list(DEFAULT_FONT_DIRS))
-    p.add_argument("--train_fonts", default=",".join(TRAIN_FONTS), help="comma-separated family names")
+    p.add_argument("--train_fonts", default=",".join(TRAIN_FONTS), help="comma-separated family names (spaces optional: DejaVuSans = DejaVu Sans)")
     p.add_argument("--unseen_fonts", default=",".join(UNSEEN_FONTS),
                    help="comma-separated family names, never used for train/dev/test")
     p.add_argument("--nj", type=int, default=1, help="worker processes (results do not depend on it)")
@@ -521,7 +524,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.image_dir = str(Path(args.data_dir) / "images")
     train_names = [f.strip() for f in args.train_fonts.split(",") if f.strip()]
     unseen_names = [f.strip() for f in args.unseen_fonts.split(",") if f.strip()]
-    both = sorted(set(train_names) & set(unseen_names))
+    both = sorted({n.replace(" ", "") for n in train_names} & {n.replace(" ", "") for n in unseen_names})
     if both:
         raise RenderError(f"font families both in --train_fonts and --unseen_fonts: {', '.join(both)}")
     if not 0.0 < args.test_string_fraction < 1.0:
