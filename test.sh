@@ -10,4 +10,4 @@ FSDD=${FSDD:-../shared/data/fsdd}
 # tests run recipes in temporary dirs: hand them an absolute corpus path
 [ -d "${FSDD}" ] && FSDD=$(cd "${FSDD}" && pwd)
 export FSDD
-exec python -m pytest -q -p no:cacheprovider tests "$@"
+exec python -m pytest -q -p no:cacheprovider -n "${TEST_WORKERS:-2}" --dist loadfile tests "$@"
