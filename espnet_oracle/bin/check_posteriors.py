@@ -22,12 +22,12 @@ from espnet_oracle.utils.datadir import read_kaldi_map
 from espnet_oracle.utils.posteriors import (
     check_layout,
     features_fingerprint,
-    file_sha256,
     read_meta,
     stamp_differences,
     text_fingerprint,
     token_list_sha,
 )
+from espnet_oracle.utils.stamps import sha256_file
 
 
 def check(post_scp: Path, feats_scp: Path, token_list: Path) -> None:
@@ -47,7 +47,7 @@ def check(post_scp: Path, feats_scp: Path, token_list: Path) -> None:
         current["text_sha256"] = text_fingerprint(text)
     model = Path(meta.get("teacher_model_file", ""))
     if meta.get("teacher_model_file") and model.is_file():
-        current["teacher_model_sha256"] = file_sha256(model)
+        current["teacher_model_sha256"] = sha256_file(model)
     differences = stamp_differences(stamp, current)
     if differences:
         raise ValueError(

@@ -37,6 +37,8 @@ from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 import kaldiio
 import numpy as np
 
+from espnet_oracle.utils.stamps import sha256_file
+
 META_NAME = "meta.json"
 # Storage layout version, bumped whenever old dumps can no longer be read right.
 # 1: top-k ids + float16 log-probs, leftover rebuilt from the rounded values.
@@ -131,15 +133,6 @@ def topk_to_dense(
     return dense.astype(np.float32)
 
 
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _ark_path(spec: str) -> str:
     """The file of a kaldi scp value ``path.ark:offset`` (or ``path.ark:offset[slice]``)."""
     head, sep, tail = spec.rpartition(":")
@@ -169,14 +162,14 @@ def features_fingerprint(feats_scp) -> str:
         resolved = Path(path) if os.path.isabs(path) or Path(path).exists() else feats_scp.parent / path
         if not resolved.is_file():
             raise FileNotFoundError(f"{feats_scp} refers to {path}, which does not exist")
-        digest.update(file_sha256(resolved).encode("ascii"))
+        digest.update(sha256_file(resolved).encode("ascii"))
     return digest.hexdigest()
 
 
 def text_fingerprint(text_file) -> Optional[str]:
     """sha256 of a set's transcripts (what the Oracle Teacher is fed); None if absent."""
     text_file = Path(text_file)
-    return file_sha256(text_file) if text_file.exists() else None
+    return sha256_file(text_file) if text_file.exists() else None
 
 
 def dump_stamp(model_path, feats_dir, fmt: str, k: int) -> dict:
@@ -190,7 +183,7 @@ def dump_stamp(model_path, feats_dir, fmt: str, k: int) -> dict:
         layout=LAYOUT,
         format=fmt,
         k=k if fmt == "topk" else None,
-        teacher_model_sha256=file_sha256(model_path),
+        teacher_model_sha256=sha256_file(model_path),
         features_sha256=features_fingerprint(feats_scp),
         text_sha256=text_fingerprint(Path(feats_dir) / "text"),
     )
