@@ -4,7 +4,7 @@
 #
 # Usage: local/data.sh [--fsdd DIR] [--seed N] [--num_train N] [--num_dev N]
 #                      [--num_test N] [--num_test_unseen N] [--unseen_speaker NAME]
-#                      [--data_dir data]
+#                      [--snrs "20 15 10 5 0"] [--babble_speakers other|any] [--data_dir data]
 #
 # Corpus location, first found wins: --fsdd; $FSDD (environment, or db.sh in the
 # current folder); downloads/free-spoken-digit-dataset*/ already downloaded; else
@@ -22,21 +22,23 @@ num_dev=200
 num_test=300
 num_test_unseen=300
 unseen_speaker=yweweler
+snrs="20 15 10 5 0"     # SNRs (dB) of the noisy utterances
+babble_speakers=other   # babble talkers: other speakers than the utterance's | any
 data_dir=data
 
 usage() {
-    sed -n '5,7p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '5,8p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --fsdd|--seed|--num_train|--num_dev|--num_test|--num_test_unseen|--unseen_speaker|--data_dir)
+        --fsdd|--seed|--num_train|--num_dev|--num_test|--num_test_unseen|--unseen_speaker|--snrs|--babble_speakers|--data_dir)
             [ $# -ge 2 ] || { usage; die "option $1 needs a value"; }
             name=${1#--}
             printf -v "${name}" '%s' "$2"
             shift 2
             ;;
-        --fsdd=*|--seed=*|--num_train=*|--num_dev=*|--num_test=*|--num_test_unseen=*|--unseen_speaker=*|--data_dir=*)
+        --fsdd=*|--seed=*|--num_train=*|--num_dev=*|--num_test=*|--num_test_unseen=*|--unseen_speaker=*|--snrs=*|--babble_speakers=*|--data_dir=*)
             name=${1%%=*}
             name=${name#--}
             printf -v "${name}" '%s' "${1#*=}"
@@ -145,4 +147,6 @@ fi
     --num_dev "${num_dev}" \
     --num_test "${num_test}" \
     --num_test_unseen "${num_test_unseen}" \
-    --unseen_speaker "${unseen_speaker}"
+    --unseen_speaker "${unseen_speaker}" \
+    --snrs "${snrs}" \
+    --babble_speakers "${babble_speakers}"

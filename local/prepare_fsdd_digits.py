@@ -5,7 +5,7 @@ Input: the Free Spoken Digit Dataset (FSDD, CC BY-SA 4.0, "Free Spoken Digit
 Dataset (FSDD), Zohar Jackson et al."): ``<fsdd>/recordings/{digit}_{speaker}_{take}.wav``,
 isolated digits, mono, 8 kHz, 16-bit.
 
-Sets (no recording is used by two sets, neither as speech nor as babble):
+Sets (no training recording is used by an evaluation set, neither as speech nor as babble):
 
 * ``train``       takes 10-49 of the seen speakers (every speaker except ``--unseen_speaker``)
 * ``dev``         takes 5-9 of the seen speakers
@@ -23,12 +23,16 @@ a constant white floor at ``FLOOR_RMS`` (-80 dBFS) so that no utterance contains
 digital silence (log-mel features of exact zeros are extreme outliers).
 
 Noise conditions are balanced inside each set: round(N/5) utterances stay clean;
-the others cycle through {white, pink, babble} x {20, 15, 10, 5, 0} dB and the
-condition list is shuffled. White noise is Gaussian; pink noise is white noise
+the others cycle through {white, pink, babble} x ``--snrs`` (default 20, 15, 10, 5, 0 dB)
+and the condition list is shuffled. White noise is Gaussian; pink noise is white noise
 shaped by 1/sqrt(f) in the rFFT domain (power ~ 1/f, DC removed); babble is the
-sum of 4-6 "talker" streams, each a concatenation of random recordings of the
-same set's pool (never one of the utterance's own speech recordings), started at
-a random offset and scaled to unit RMS.
+sum of 4-6 "talker" streams, each a concatenation of random recordings started at a
+random offset and scaled to unit RMS. With ``--babble_speakers other`` (default) the
+talkers are speakers other than the utterance's own (a listener separates a voice from
+other voices; babble of the target's own voice saying the same ten words is adversarial),
+drawn from the same set's pool; ``test_unseen`` has one speaker only, so its babble comes
+from the ``test`` pool (evaluation takes of the other speakers). ``any`` is the old design:
+any recording of the set's pool except the utterance's own speech recordings.
 
 SNR definition: the active-speech samples are the union of the word spans
 (the extent of each inserted FSDD recording, exactly as written to
@@ -251,19 +255,26 @@ def _ms_to_samples(ms: float) -> int:
     return int(round(ms * SR_OUT / 1000.0))
 
 
-def plan_set(set_name: str, num: int, seed: int, pool, bank: AudioBank) -> list[UttPlan]:
-    """Draw the utterances of one set (sorted by utterance id)."""
+def plan_set(set_name: str, num: int, seed: int, pool, bank: AudioBank, snrs=SNRS,
+             babble_pool=None, babble_speakers: str = "other") -> list[UttPlan]:
+    """Draw the utterances of one set (sorted by utterance id).
+
+    ``babble_pool``: where babble talkers come from (default: ``pool``); ``babble_speakers``:
+    ``other`` (talkers never the utterance's speaker) or ``any`` (any recording but the
+    utterance's own speech recordings).
+    """
     for spk, by_digit in pool.items():
         for d, stems in by_digit.items():
             if not stems:
                 raise DataPrepError(f"set {set_name}: speaker {spk} has no recording of digit {d} in its takes")
     rng = set_rng(seed, set_name)
-    all_stems = pool_stems(pool)
+    babble_pool = pool if babble_pool is None else babble_pool
+    babble_stems = {spk: pool_stems({spk: by_digit}) for spk, by_digit in babble_pool.items()}
     speakers = sorted(pool)
     n_clean = int(round(num * CLEAN_FRACTION))
     conds = [("clean", None)] * n_clean
     for j in range(num - n_clean):
-        conds.append((NOISE_TYPES[j % len(NOISE_TYPES)], SNRS[(j // len(NOISE_TYPES)) % len(SNRS)]))
+        conds.append((NOISE_TYPES[j % len(NOISE_TYPES)], snrs[(j // len(NOISE_TYPES)) % len(snrs)]))
     order = rng.permutation(num)
     conds = [conds[k] for k in order]
 
@@ -287,9 +298,10 @@ def plan_set(set_name: str, num: int, seed: int, pool, bank: AudioBank) -> list[
         babble = ()
         if noise == "babble":
             own = set(stems)
-            cand = [s for s in all_stems if s not in own]
+            cand = [s for talker, ts in sorted(babble_stems.items()) for s in ts
+                    if s not in own and (babble_speakers == "any" or talker != spk)]
             if not cand:
-                raise DataPrepError(f"set {set_name}: no recordings left for babble")
+                raise DataPrepError(f"set {set_name}: no recordings of {babble_speakers} speakers left for babble")
             talkers = []
             for _ in range(int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1))):
                 first = cand[int(rng.integers(len(cand)))]
@@ -414,11 +426,27 @@ def write_set(set_name: str, plans: list[UttPlan], bank: AudioBank, data_dir: st
         (out_dir / name).write_text("".join(line + "\n" for line in ls), encoding="utf-8")
 
 
-def _options(set_name, num, seed, fsdd, unseen, data_dir) -> dict:
+def _options(set_name, num, seed, fsdd, unseen, data_dir, snrs=SNRS, babble_speakers="other") -> dict:
     return {
         "format_version": FORMAT_VERSION, "set": set_name, "num": int(num), "seed": int(seed),
         "fsdd": os.path.realpath(fsdd), "unseen_speaker": unseen, "data_dir": data_dir,
+        "snrs": [int(x) for x in snrs], "babble_speakers": babble_speakers,
     }
+
+
+def babble_pool_of(set_name: str, pools, babble_speakers: str):
+    """The unseen speaker's set has no other speaker: with ``other``, its babble comes from
+    the ``test`` pool (other speakers' evaluation takes; no training recording is used)."""
+    if set_name == "test_unseen" and babble_speakers == "other":
+        return pools["test"]
+    return pools[set_name]
+
+
+def check_design(snrs, babble_speakers) -> None:
+    if babble_speakers not in ("other", "any"):
+        raise DataPrepError(f"--babble_speakers must be other or any, got {babble_speakers!r}")
+    if not snrs:
+        raise DataPrepError("--snrs needs at least one SNR")
 
 
 def is_done(set_dir: Path, opts: dict) -> bool:
@@ -430,8 +458,10 @@ def is_done(set_dir: Path, opts: dict) -> bool:
 
 
 def prepare(fsdd: str, data_dir: str = "data", seed: int = 0, sizes: dict | None = None,
-            unseen_speaker: str = DEFAULT_UNSEEN, progress: bool = True) -> list[str]:
+            unseen_speaker: str = DEFAULT_UNSEEN, progress: bool = True, snrs=SNRS,
+            babble_speakers: str = "other") -> list[str]:
     """Prepare all sets; returns the names of the sets (re)built in this call."""
+    check_design(snrs, babble_speakers)
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     data_dir = os.path.normpath(data_dir)
     if seed < 0:
@@ -446,7 +476,8 @@ def prepare(fsdd: str, data_dir: str = "data", seed: int = 0, sizes: dict | None
     for name in SETS:
         if sizes[name] == 0:
             continue
-        if is_done(root / name, _options(name, sizes[name], seed, fsdd, unseen_speaker, data_dir)):
+        if is_done(root / name, _options(name, sizes[name], seed, fsdd, unseen_speaker, data_dir, snrs,
+                                         babble_speakers)):
             shutil.rmtree(root / f".{name}.tmp", ignore_errors=True)
             print(f"{root / name}: already prepared, skipping", file=sys.stderr)
         else:
@@ -456,13 +487,15 @@ def prepare(fsdd: str, data_dir: str = "data", seed: int = 0, sizes: dict | None
     recs = scan_corpus(fsdd)
     pools = set_pools(recs, unseen_speaker)
     bank = AudioBank(recs)
-    bank.load([s for name in todo for s in pool_stems(pools[name])], progress=progress)
+    bank.load(sorted({s for name in todo for p in (pools[name], babble_pool_of(name, pools, babble_speakers))
+                      for s in pool_stems(p)}), progress=progress)
     root.mkdir(parents=True, exist_ok=True)
     for name in todo:
-        opts = _options(name, sizes[name], seed, fsdd, unseen_speaker, data_dir)
+        opts = _options(name, sizes[name], seed, fsdd, unseen_speaker, data_dir, snrs, babble_speakers)
         tmp, final, old = root / f".{name}.tmp", root / name, root / f".{name}.old"
         shutil.rmtree(tmp, ignore_errors=True)
-        plans = plan_set(name, sizes[name], seed, pools[name], bank)
+        plans = plan_set(name, sizes[name], seed, pools[name], bank, snrs,
+                         babble_pool_of(name, pools, babble_speakers), babble_speakers)
         write_set(name, plans, bank, data_dir, tmp, progress=progress)
         (tmp / ".done").write_text(json.dumps(opts, sort_keys=True) + "\n")
         shutil.rmtree(old, ignore_errors=True)
@@ -474,13 +507,15 @@ def prepare(fsdd: str, data_dir: str = "data", seed: int = 0, sizes: dict | None
     return todo
 
 
-def load_plans(fsdd: str, set_name: str, num: int, seed: int = 0, unseen_speaker: str = DEFAULT_UNSEEN):
+def load_plans(fsdd: str, set_name: str, num: int, seed: int = 0, unseen_speaker: str = DEFAULT_UNSEEN,
+               snrs=SNRS, babble_speakers: str = "other"):
     """Re-create the plans of one set (as written by :func:`prepare`) and an audio bank."""
     recs = scan_corpus(fsdd)
     pools = set_pools(recs, unseen_speaker)
     bank = AudioBank(recs)
-    bank.load(pool_stems(pools[set_name]))
-    return plan_set(set_name, num, seed, pools[set_name], bank), bank
+    babble_pool = babble_pool_of(set_name, pools, babble_speakers)
+    bank.load(sorted(set(pool_stems(pools[set_name])) | set(pool_stems(babble_pool))))
+    return plan_set(set_name, num, seed, pools[set_name], bank, snrs, babble_pool, babble_speakers), bank
 
 
 def main(argv=None) -> int:
@@ -492,13 +527,23 @@ def main(argv=None) -> int:
         ap.add_argument(f"--num_{name}", type=int, default=DEFAULT_SIZES[name],
                         help=f"utterances in {name} (0 skips it; default {DEFAULT_SIZES[name]})")
     ap.add_argument("--unseen_speaker", default=DEFAULT_UNSEEN)
+    ap.add_argument("--snrs", default=" ".join(map(str, SNRS)),
+                    help=f"SNRs (dB) of the noisy utterances, cycled (default {' '.join(map(str, SNRS))})")
+    ap.add_argument("--babble_speakers", default="other", choices=("other", "any"),
+                    help="babble talkers: speakers other than the utterance's (default) or any")
     ap.add_argument("--no_progress", action="store_true", help="no tqdm progress bars")
     args = ap.parse_args(argv)
     warnings.simplefilter("always")
     warnings.formatwarning = lambda msg, *a, **k: f"WARNING: {msg}\n"
     try:
+        snrs = tuple(int(x) for x in args.snrs.replace(",", " ").split())
+    except ValueError as e:
+        print(f"prepare_fsdd_digits.py: ERROR: --snrs must be integers (dB): {e}", file=sys.stderr)
+        return 1
+    try:
         prepare(args.fsdd, args.data_dir, args.seed, {n: getattr(args, f"num_{n}") for n in SETS},
-                args.unseen_speaker, progress=not args.no_progress)
+                args.unseen_speaker, progress=not args.no_progress, snrs=snrs,
+                babble_speakers=args.babble_speakers)
     except DataPrepError as e:
         print(f"prepare_fsdd_digits.py: ERROR: {e}", file=sys.stderr)
         return 1

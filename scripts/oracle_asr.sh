@@ -6,7 +6,8 @@
 #
 # Stages:
 #   0  environment check / creation (.venv, or $ESPNET_ORACLE_VENV)
-#   1  data preparation (the recipe's local/data.sh <local_data_opts>) -> data/<set>/
+#   1  data preparation (the recipe's local/data.sh <local_data_opts>) -> data/<set>/; with
+#      --speed_perturb_factors, data/<train_set>_sp (ESPnet's sp<f>- copies), trained on from then on
 #   2  features by --feats_type -> dump/<feats_type>/<set>/: fbank (log-mel, feats.scp),
 #      raw (wav.scp; the model's frontend computes features), extracted (local/extract_features.sh)
 #   3  token list (char | word | bpe) -> data/token_list/<type>/tokens.txt, then ESPnet's
@@ -35,6 +36,7 @@ feats_type=fbank        # fbank | raw | extracted (local/extract_features.sh <da
 fs=16000                # sample rate of fbank/raw features (other wavs are resampled)
 n_mels=80               # fbank bins
 train_set=train
+speed_perturb_factors=""  # e.g. "0.9 1.0 1.1": train on data/<train_set>_sp (as ESPnet's asr.sh)
 valid_set=dev
 test_sets="test test_unseen"
 token_type=char         # char | word | bpe
@@ -158,6 +160,8 @@ stage_done() {
 mkdir -p "${exp}"
 echo "$(date '+%F %T') cd ${recipe_dir} && ${command_line}" >> "${exp}/commands.log"
 
+source_train_set=${train_set}
+[ -z "${speed_perturb_factors}" ] || train_set=${train_set}_sp
 token_list=data/token_list/${token_type}/tokens.txt
 bpe_prefix=data/token_list/bpe/bpe
 feats_dir=${dump}/${feats_type}
@@ -238,6 +242,12 @@ if run_stage 1; then
     stage_timer_start
     # shellcheck disable=SC2086
     PYTHON=${python} local/data.sh ${local_data_opts}
+    if [ -n "${speed_perturb_factors}" ]; then
+        log "speed perturbation (${speed_perturb_factors}) -> data/${train_set}"
+        ${python} -m espnet_oracle.bin.speed_perturb --in_dir "data/${source_train_set}" --out_dir "data/${train_set}" \
+            --factors "${speed_perturb_factors}" --audio_dir "data/${train_set}/audio" --nj "${nj}" \
+            || die "speed perturbation of data/${source_train_set} failed (see above)"
+    fi
     stage_done 1 data
 fi
 

@@ -131,13 +131,14 @@ def test_word_align_matches_audio_and_text(prepped):
 
 
 def test_splits_are_disjoint(prepped):
+    """No training recording reaches an evaluation set; babble is never the target's own voice."""
     _, data = prepped
-    used = {}
+    speech, babble = {}, {}
     for name in P.SETS:
         d = data / name
         spk = dict(read_table(d / "utt2spk"))
         text = {r[0]: r[1:] for r in read_table(d / "text")}
-        stems = set()
+        speech[name], babble[name] = set(), set()
         for u, *recs in read_table(d / "utt2recordings"):
             assert len(recs) == len(text[u])
             for r, w in zip(recs, text[u]):
@@ -147,20 +148,37 @@ def test_splits_are_disjoint(prepped):
                     assert speaker == "yweweler"
                 else:
                     assert speaker != "yweweler" and int(take) in P.SEEN_TAKES[name]
-            stems.update(recs)
+            speech[name].update(recs)
+        n_babble = 0
         for u, *bab in read_table(d / "utt2babble"):
             if bab != ["-"]:
-                stems.update(bab)
+                n_babble += 1
+                babble[name].update(bab)
                 for b in bab:
                     _, speaker, take = b.split("_")
-                    assert (speaker == "yweweler") == (name == "test_unseen")
-                    assert name == "test_unseen" or int(take) in P.SEEN_TAKES[name]
-        used[name] = stems
+                    assert speaker != spk[u] and speaker != "yweweler"  # other speakers only
+                    # the unseen speaker's babble: other speakers' *test* takes (evaluation only)
+                    pool = "test" if name == "test_unseen" else name
+                    assert int(take) in P.SEEN_TAKES[pool]
+        assert n_babble > 0, name
     for i, a in enumerate(P.SETS):
         for b in P.SETS[i + 1:]:
-            assert not used[a] & used[b], (a, b)
+            assert not speech[a] & speech[b], (a, b)
+    assert not (speech["train"] | babble["train"]) & set().union(*(speech[n] | babble[n] for n in P.SETS[1:]))
     for name in ("train", "dev", "test"):
         assert "yweweler" not in {r[1] for r in read_table(data / name / "utt2spk")}
+
+
+def test_babble_any_and_snr_options(fake_fsdd, tmp_path):
+    """``--babble_speakers any`` keeps the old design (own voice allowed); ``--snrs`` sets the SNRs."""
+    data = tmp_path / "data"
+    P.prepare(str(fake_fsdd), str(data), seed=3, sizes={**SMALL, "train": 0, "dev": 0, "test": 0},
+              progress=False, snrs=(10, 5), babble_speakers="any")
+    bab = [b for _, *bs in read_table(data / "test_unseen" / "utt2babble") if bs != ["-"] for b in bs]
+    assert bab and all(b.split("_")[1] == "yweweler" for b in bab)
+    assert {v for _, v in read_table(data / "test_unseen" / "utt2snr")} == {"clean", "10", "5"}
+    with pytest.raises(P.DataPrepError, match="babble_speakers"):
+        P.prepare(str(fake_fsdd), str(tmp_path / "x"), sizes=SMALL, progress=False, babble_speakers="own")
 
 
 def test_snr_and_components(prepped):

@@ -23,8 +23,8 @@ sys.path.insert(0, str(LOCAL))
 import librispeech_download as dl  # noqa: E402
 import librispeech_prep as prep  # noqa: E402
 import make_librispeech_fixture as fixture  # noqa: E402
-import speed_perturb as sp  # noqa: E402
 
+from espnet_oracle.bin import speed_perturb as sp  # noqa: E402
 from espnet_oracle.utils.datadir import read_kaldi_map, validate_data_dir  # noqa: E402
 
 pytestmark = pytest.mark.skipif(

@@ -34,7 +34,7 @@ train_parts="train-clean-100"
 dev_parts="dev-clean dev-other"
 test_parts="test-clean test-other"
 speed_perturb_factors=""   # e.g. "0.9 1.0 1.1" or 0.9,1.0,1.1 (ESPnet's recipes use 0.9 1.0 1.1)
-sp_mode=files          # files | pipe (see local/speed_perturb.py)
+sp_mode=files          # files | pipe (see espnet_oracle/bin/speed_perturb.py)
 sp_audio_dir=""
 nj=4
 data_dir=data
@@ -88,7 +88,7 @@ fi
 
 if run_stage 3 && [ -n "${speed_perturb_factors}" ]; then
     log "stage 3: speed perturbation (${speed_perturb_factors}, ${sp_mode}) -> ${data_dir}/${train_set}_sp"
-    "${python}" "${local_dir}/speed_perturb.py" --in_dir "${data_dir}/${train_set}" \
+    "${python}" -m espnet_oracle.bin.speed_perturb --in_dir "${data_dir}/${train_set}" \
         --out_dir "${data_dir}/${train_set}_sp" --factors "${speed_perturb_factors}" --mode "${sp_mode}" \
         --audio_dir "${sp_audio_dir:-dump/audio_sp/${train_set}}" --nj "${nj}" \
         || die "speed perturbation failed (see above)"

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """3-way speed perturbation of a Kaldi data dir, as ESPnet's recipes do it, without sox.
 
+Why it exists: ESPnet's asr.sh perturbs with sox inside its shell stages; this is the same
+data dir in Python (pipeline option ``--speed_perturb_factors``, any recipe).
+
 Usage::
 
-    python local/speed_perturb.py --in_dir data/train_clean_100 --out_dir data/train_clean_100_sp \\
+    python -m espnet_oracle.bin.speed_perturb --in_dir data/train_clean_100 --out_dir data/train_clean_100_sp \\
         --factors "0.9 1.0 1.1" [--mode files|pipe] [--audio_dir dump/audio_sp/train_clean_100] [--nj 4]
-    python local/speed_perturb.py --pipe 0.9 in.flac > out.wav     # one file, WAV on stdout
+    python -m espnet_oracle.bin.speed_perturb --pipe 0.9 in.flac > out.wav     # one file, WAV on stdout
 
 What ESPnet does (asr.sh ``--speed_perturb_factors "0.9 1.0 1.1"``): for every factor
 f != 1 a copy of the training set whose utterance AND speaker ids get the prefix
