@@ -98,6 +98,14 @@ def test_score_main_exact_spike_values(tmp_path):
     assert js["mean_onset_offset_ms"] == pytest.approx((-20 + 100) / 2)
     assert score.main(["--data_dir", str(data), "--decode_dir", str(dec), "--tolerance_ms", "40"]) == 0
     assert json.loads((dec / "scores.json").read_text())["spike_hit_rate"] == pytest.approx(1.0)
+    # decode.py's frame_offset_ms moves every spike (+20 ms: as offset_s=0.02 in test_spike_timing_hand_made)
+    (dec / "frame_offset_ms").write_text("20\n")
+    assert score.main(["--data_dir", str(data), "--decode_dir", str(dec)]) == 0
+    js = json.loads((dec / "scores.json").read_text())
+    assert js["frame_offset_ms"] == 20.0 and js["mean_onset_offset_ms"] == pytest.approx((0 + 120) / 2)
+    assert js["spike"]["mean_abs_onset_offset_ms"] == pytest.approx(60.0)
+    assert score.main(["--data_dir", str(data), "--decode_dir", str(dec), "--offset_ms", "0"]) == 0  # override
+    assert json.loads((dec / "scores.json").read_text())["mean_onset_offset_ms"] == pytest.approx(40.0)
 
 
 def test_score_main_without_optional_files(tmp_path, capsys):
@@ -151,7 +159,6 @@ def test_spike_timing_hand_made():
     assert st.onset_offsets_s == pytest.approx([-0.02, 0.10, 0.0])
     assert st.mean_onset_offset_ms == pytest.approx(80 / 3)
     assert st.mean_abs_onset_offset_ms == pytest.approx(40.0)
-
     # a tolerance of 20 ms rescues the early O (-20 ms) and the late E (+40 ms needs 40)
     st = M.spike_timing(WA, tokens, frames, SHIFT, tolerance_s=0.02)
     assert st.n_hits == 9
@@ -181,6 +188,54 @@ def test_spike_timing_empty_and_errors():
     assert st.n_tokens == 0 and st.hit_rate is None and st.mean_onset_offset_ms is None
     with pytest.raises(M.ScoringError, match="u7.*2 token.*1 CTC frame"):
         M.spike_timing(WA, ["O", "N"], [1], SHIFT, utt="u7")
+
+
+def _impulse_centres(f, x):
+    """{output frame: centre of the input frames whose perturbation changes it}."""
+    import torch
+
+    seen: dict = {}
+    with torch.no_grad():
+        y = f(x)
+        for j in range(x.shape[1]):
+            for sign in (1.0, -1.0):
+                x2 = x.clone()
+                x2[0, j] += 10.0 * sign
+                for t in ((f(x2) - y).abs().amax(-1)[0] > 1e-6).nonzero().flatten().tolist():
+                    seen.setdefault(t, set()).add(j)
+    return {t: (min(v) + max(v)) / 2 for t, v in seen.items()}, y.shape[1]
+
+
+def test_receptive_field_centre_of_espnet_subsampling():
+    """conv2d: frame t is centred on input frame 4 t + 3, i.e. 40 t + 42.5 ms for 10 ms Kaldi fbank
+    (25 ms window); an impulse experiment finds the same centres (inputs that change output t)."""
+    from types import SimpleNamespace
+
+    import torch
+    from espnet.nets.pytorch_backend.transformer import subsampling
+
+    from espnet_oracle.asr.encoder.crnn_encoder import CRNNEncoder
+    from espnet_oracle.utils.inference import FeatureSet, receptive_field_centre
+
+    torch.manual_seed(0)
+    for name, jump, centre in (("Conv2dSubsampling", 4, 3), ("Conv2dSubsampling6", 6, 5),
+                               ("Conv2dSubsampling8", 8, 7)):
+        sub = getattr(subsampling, name)(16, 4, 0.0).eval()
+        assert receptive_field_centre(SimpleNamespace(embed=sub)) == centre
+        nested = SimpleNamespace(encoder=SimpleNamespace(source_encoder=SimpleNamespace(embed=sub)))
+        assert receptive_field_centre(nested) == centre  # the Oracle Teacher's source encoder
+        found, frames = _impulse_centres(lambda x: sub(x, None)[0], torch.randn(1, 40, 16))
+        assert found == {t: centre + jump * t for t in range(frames)}
+    conv2d = SimpleNamespace(embed=subsampling.Conv2dSubsampling(16, 4, 0.0))
+    fbank = SimpleNamespace(input_centre_ms=12.5, input_shift_ms=10.0)
+    assert FeatureSet.frame_offset_ms(fbank, conv2d) == 42.5
+    assert receptive_field_centre(SimpleNamespace(embed=None)) == 0.0
+    # CRNN: padded 3x3 convolutions, 2x width poolings: (S - 1) / 2 + S t (the edge frames see padding)
+    crnn = CRNNEncoder(16, 8, input_height=16, channels=(4, 4), width_subsampling=4, batch_norm=False,
+                       sequence_model="none").eval()
+    assert receptive_field_centre(crnn) == 1.5
+    found, frames = _impulse_centres(lambda x: crnn.trunk(x, torch.tensor([x.shape[1]]))[0], torch.randn(1, 24, 16))
+    assert {t: found[t] for t in range(1, frames - 1)} == {t: 1.5 + 4 * t for t in range(1, frames - 1)}
 
 
 def test_spike_timing_corpus():
