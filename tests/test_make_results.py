@@ -108,3 +108,24 @@ def test_extra_metric_columns_only_when_asked(tmp_path):
     assert "| test WER | test CER | test word acc | test 1−NED |" in header
     row = row_of(text, "| conventional teacher", "## Systems")
     assert "| 25.00 | 10.00 | 75.00 | 87.50 |" in row
+
+
+def spike(n, mean_abs, sd):
+    return dict(wer=10.0, cer=5.0, spike=dict(n_onsets=n, mean_abs_onset_offset_ms=mean_abs,
+                                              abs_onset_offset_sd_ms=sd))
+
+
+def test_onset_error_column_pools_the_seeds_words(tmp_path):
+    exp = tmp_path / "exp"
+    config = dict(model="espnet", seed=1, max_epoch=3, model_conf=dict(ctc_weight=1.0))
+    system(exp, "teacher_conventional", config, scores={"test": spike(100, 50.0, 10.0)})
+    # two seeds of 100 words, sd 0, means 40 and 60: pooled mean 50, sd sqrt(100 * 200 / 199)
+    system(exp, "student_nokd_seed1", config, scores={"test": spike(100, 40.0, 0.0)})
+    system(exp, "student_nokd_seed2", config, scores={"test": spike(100, 60.0, 0.0)})
+    out = tmp_path / "RESULTS.md"
+    make_results.main(["--exp", str(exp), "--sets", "test", "--seeds", "1 2", "--out", str(out)])
+    text = out.read_text(encoding="utf-8")
+    assert "| onset error (ms, 95 % CI, test) |" in text
+    assert row_of(text, "| conventional teacher", "## Systems").endswith("| 50 [48, 52] |")  # 1.96 * 10 / 10
+    assert row_of(text, "| student, no KD", "## Systems").endswith("| 50 [49, 51] |")
+

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import random
+
+import numpy as np
 
 import editdistance
 import pytest
@@ -159,6 +162,12 @@ def test_spike_timing_hand_made():
     assert st.onset_offsets_s == pytest.approx([-0.02, 0.10, 0.0])
     assert st.mean_onset_offset_ms == pytest.approx(80 / 3)
     assert st.mean_abs_onset_offset_ms == pytest.approx(40.0)
+    # onset error |onset| = 20, 100, 0 ms: sd sqrt(2800), 95 % CI 40 +- 1.96 sd / sqrt(3)
+    summary, half = st.summary(), 1.96 * math.sqrt(2800 / 3)
+    assert summary["abs_onset_offset_sd_ms"] == pytest.approx(math.sqrt(2800))
+    assert summary["abs_onset_offset_ci95_low_ms"] == pytest.approx(40 - half)
+    assert summary["abs_onset_offset_ci95_high_ms"] == pytest.approx(40 + half)
+
     # a tolerance of 20 ms rescues the early O (-20 ms) and the late E (+40 ms needs 40)
     st = M.spike_timing(WA, tokens, frames, SHIFT, tolerance_s=0.02)
     assert st.n_hits == 9
@@ -188,6 +197,22 @@ def test_spike_timing_empty_and_errors():
     assert st.n_tokens == 0 and st.hit_rate is None and st.mean_onset_offset_ms is None
     with pytest.raises(M.ScoringError, match="u7.*2 token.*1 CTC frame"):
         M.spike_timing(WA, ["O", "N"], [1], SHIFT, utt="u7")
+
+
+def test_spike_timing_empty_summary():
+    s = M.SpikeStats().summary()
+    assert s["n_onsets"] == 0 and s["abs_onset_offset_sd_ms"] is None and s["abs_onset_offset_ci95_low_ms"] is None
+
+
+def test_pooled_mean_ci_equals_the_ci_of_the_union():
+    rng = np.random.default_rng(1)
+    parts = [rng.exponential(50.0, n) for n in (5, 1, 12)]
+    union = np.concatenate(parts)
+    mean, low, high = M.pooled_mean_ci((len(x), x.mean(), x.std(ddof=1) if len(x) > 1 else None) for x in parts)
+    half = 1.96 * union.std(ddof=1) / math.sqrt(len(union))
+    assert (mean, low, high) == pytest.approx((union.mean(), union.mean() - half, union.mean() + half))
+    assert M.pooled_mean_ci([(1, 7.0, None)]) == (7.0, None, None)
+    assert M.pooled_mean_ci([(0, None, None)]) is None
 
 
 def _impulse_centres(f, x):

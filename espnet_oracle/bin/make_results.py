@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from espnet_oracle.utils.datadir import atomic_write_text
-from espnet_oracle.utils.metrics import EXTRA_METRICS, condition_key
+from espnet_oracle.utils.metrics import EXTRA_METRICS, condition_key, pooled_mean_ci
 from espnet_oracle.utils.stamps import read_stamp
 from espnet_oracle.utils.systems import parse_student_dir, student_group
 
@@ -175,6 +175,18 @@ def fmt(values: List[Optional[float]], digits: int = 2, scale: float = 1.0) -> s
     return text
 
 
+def onset_error(results: List[Optional[dict]]) -> str:
+    """``mean [low, high]`` of the onset error, the seeds' words pooled ("–" if a seed lacks it)."""
+    spikes = [(r or {}).get("spike") or {} for r in results]
+    if not all("abs_onset_offset_sd_ms" in s for s in spikes):
+        return "–"
+    pooled = pooled_mean_ci((s["n_onsets"], s["mean_abs_onset_offset_ms"], s["abs_onset_offset_sd_ms"])
+                            for s in spikes)
+    if pooled is None:
+        return "–"
+    return f"{pooled[0]:.0f}" + (f" [{pooled[1]:.0f}, {pooled[2]:.0f}]" if pooled[1] is not None else "")
+
+
 def mean(values):
     values = [v for v in values if v is not None]
     return statistics.mean(values) if values else None
@@ -249,7 +261,10 @@ def main(argv=None):
     out += ["", "## Systems", "",
             "WER / CER in %, greedy CTC decoding (beam-search WER in the next table). Students: "
             f"mean ± std over seeds {', '.join(seeds)}. Spike hit rate: share of emitted tokens whose "
-            f"first CTC frame lies inside the true span of their word ({test} set, greedy path; needs word_align).", ""]
+            f"first CTC frame lies inside the true span of their word ({test} set, greedy path; needs word_align; "
+            "a frame's time is the centre of its receptive field). Onset: time of a word's earliest token minus "
+            "the word's start; onset error: mean |onset| over the words that got a token, with a 95 % CI by the "
+            "normal approximation (students: the words of all seeds pooled).", ""]
     header = ["system", "params", "train time (s)"]
     extra = args.extra_metrics.split()
     unknown = set(extra) - set(EXTRA_METRICS)
@@ -259,7 +274,7 @@ def main(argv=None):
         out[-2] += (" " + " ".join(f"{EXTRA_HEADERS[m]}: {EXTRA_NOTES[m]}." for m in extra))
     for s in sets:
         header += [f"{s} WER", f"{s} CER"] + [f"{s} {EXTRA_HEADERS[m]}" for m in extra]
-    header += [f"spike hit rate ({test})", f"mean onset offset (ms, {test})"]
+    header += [f"spike hit rate ({test})", f"mean onset offset (ms, {test})", f"onset error (ms, 95 % CI, {test})"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def row(label, dirs):
@@ -273,7 +288,7 @@ def main(argv=None):
         on_test = [scores(d, test, "greedy") for d in dirs]
         hit = fmt([r and r.get("spike_hit_rate") for r in on_test], 1, 100.0)
         cells += [hit if hit == "–" else hit.replace(" (", " % (", 1) if " (" in hit else hit + " %",
-                  fmt([r and r.get("mean_onset_offset_ms") for r in on_test], 0)]
+                  fmt([r and r.get("mean_onset_offset_ms") for r in on_test], 0), onset_error(on_test)]
         out.append("| " + " | ".join(cells) + " |")
 
     for _, label, dirs in systems:
