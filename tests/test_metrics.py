@@ -215,6 +215,21 @@ def test_pooled_mean_ci_equals_the_ci_of_the_union():
     assert M.pooled_mean_ci([(0, None, None)]) is None
 
 
+def test_paired_bootstrap():
+    errors, words = [0, 2, 1, 3, 0, 1], [3, 4, 2, 5, 1, 3]
+    same = M.paired_bootstrap(errors, words, errors, words)
+    assert same == {"delta": 0.0, "low": 0.0, "high": 0.0, "p": 1.0}
+    better = M.paired_bootstrap([e - 1 if e else e for e in errors], words, [e + 1 for e in errors], words)
+    assert better["delta"] < 0 and better["high"] < 0 and better["p"] == 0.0
+    worse = M.paired_bootstrap([e + 1 for e in errors], words, errors, words)
+    assert worse["low"] > 0 and worse["p"] == 0.0
+    # by hand: a 3 errors / 10 words = 30 %, b 5 / 10 = 50 %: delta -20 points
+    tiny = M.paired_bootstrap([1, 0, 2], [4, 2, 4], [2, 1, 2], [4, 2, 4])
+    assert tiny["delta"] == pytest.approx(-20.0) and tiny["low"] <= -20.0 <= tiny["high"]
+    assert 0.0 <= tiny["p"] <= 1.0
+    assert M.paired_bootstrap([1, 0, 2], [4, 2, 4], [2, 1, 2], [4, 2, 4]) == tiny  # fixed seed
+
+
 def _impulse_centres(f, x):
     """{output frame: centre of the input frames whose perturbation changes it}."""
     import torch

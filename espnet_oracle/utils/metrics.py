@@ -13,6 +13,9 @@ Onset offset: per reference word that got a token, time(earliest token) - word s
 a 95 % confidence interval by the normal approximation (mean +- 1.96 sd / sqrt(n), words taken as
 independent; :func:`pooled_mean_ci` pools several runs' words the same way).
 
+Paired bootstrap (:func:`paired_bootstrap`): WER(a) - WER(b) on utterances resampled with replacement,
+the same resample for both systems.
+
 Text-recognition metrics (:func:`word_accuracy_ned`, only when a recipe asks for them): both strings
 are lower-cased and everything outside ``a-z0-9`` is dropped (the scene-text convention, spaces too);
 *word accuracy* is the share of utterances whose normalised hypothesis equals the normalised
@@ -244,6 +247,22 @@ def pooled_mean_ci(parts: Iterable[tuple]) -> Optional[tuple]:
     ss = math.fsum((n - 1) * s * s + n * (m - mean) ** 2 for n, m, s in parts)
     half = 1.96 * math.sqrt(ss / (total - 1) / total)
     return mean, mean - half, mean + half
+
+
+def paired_bootstrap(errors_a, words_a, errors_b, words_b, resamples: int = 1000, seed: int = 0) -> dict:
+    """Paired bootstrap over utterances of ``WER(a) - WER(b)`` (percent points; arrays aligned by utterance).
+
+    Returns ``delta`` (on all utterances), ``low``/``high`` (2.5th/97.5th percentiles of the resampled
+    deltas) and ``p``: two-sided, twice the share of resamples whose delta is not of the observed sign
+    (zero counts against), at most 1; 1 when the observed delta is 0.
+    """
+    ea, na, eb, nb = (np.asarray(x, dtype=float) for x in (errors_a, words_a, errors_b, words_b))
+    delta = 100.0 * (ea.sum() / na.sum() - eb.sum() / nb.sum())
+    idx = np.random.default_rng(seed).integers(0, len(ea), size=(resamples, len(ea)))
+    d = 100.0 * (ea[idx].sum(1) / na[idx].sum(1) - eb[idx].sum(1) / nb[idx].sum(1))
+    low, high = np.percentile(d, [2.5, 97.5])
+    p = 1.0 if delta == 0 else min(1.0, 2.0 * float(np.mean(d <= 0 if delta > 0 else d >= 0)))
+    return {"delta": float(delta), "low": float(low), "high": float(high), "p": p}
 
 
 def _as_span(w) -> WordSpan:
