@@ -10,7 +10,7 @@ import yaml
 from espnet_oracle.bin import make_results
 
 
-def system(exp: Path, name: str, config: dict, options=(), scores=None):
+def system(exp: Path, name: str, config: dict, options=(), scores=None, per_utt=None):
     d = exp / name
     d.mkdir(parents=True)
     (d / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -20,6 +20,11 @@ def system(exp: Path, name: str, config: dict, options=(), scores=None):
         decode = d / f"decode_{set_name}_greedy"
         decode.mkdir()
         (decode / "scores.json").write_text(json.dumps(values), encoding="utf-8")
+    for set_name, counts in (per_utt or {}).items():  # score.py's score_wer/result.txt
+        result = d / f"decode_{set_name}_greedy" / "score_wer" / "result.txt"
+        result.parent.mkdir(parents=True, exist_ok=True)
+        result.write_text("WER = ...\n" + "".join(f"{u}\terrors={e} n={n}\tref=A\thyp=B\n"
+                                                   for u, (e, n) in counts.items()), encoding="utf-8")
     return d
 
 
@@ -108,3 +113,60 @@ def test_extra_metric_columns_only_when_asked(tmp_path):
     assert "| test WER | test CER | test word acc | test 1−NED |" in header
     row = row_of(text, "| conventional teacher", "## Systems")
     assert "| 25.00 | 10.00 | 75.00 | 87.50 |" in row
+
+
+def spike(n, mean_abs, sd):
+    return dict(wer=10.0, cer=5.0, spike=dict(n_onsets=n, mean_abs_onset_offset_ms=mean_abs,
+                                              abs_onset_offset_sd_ms=sd))
+
+
+def test_onset_error_column_pools_the_seeds_words(tmp_path):
+    exp = tmp_path / "exp"
+    config = dict(model="espnet", seed=1, max_epoch=3, model_conf=dict(ctc_weight=1.0))
+    system(exp, "teacher_conventional", config, scores={"test": spike(100, 50.0, 10.0)})
+    # two seeds of 100 words, sd 0, means 40 and 60: pooled mean 50, sd sqrt(100 * 200 / 199)
+    system(exp, "student_nokd_seed1", config, scores={"test": spike(100, 40.0, 0.0)})
+    system(exp, "student_nokd_seed2", config, scores={"test": spike(100, 60.0, 0.0)})
+    out = tmp_path / "RESULTS.md"
+    make_results.main(["--exp", str(exp), "--sets", "test", "--seeds", "1 2", "--out", str(out)])
+    text = out.read_text(encoding="utf-8")
+    assert "| onset error (ms, 95 % CI, test) |" in text
+    assert row_of(text, "| conventional teacher", "## Systems").endswith("| 50 [48, 52] |")  # 1.96 * 10 / 10
+    assert row_of(text, "| student, no KD", "## Systems").endswith("| 50 [49, 51] |")
+
+
+KD = dict(model="kd_student", seed=1, max_epoch=3,
+          model_conf=dict(ctc_weight=1.0, kd_weight=0.5, kd_temperature=1.0, kd_frames="all"))
+NOKD = dict(model="espnet", seed=1, max_epoch=3, model_conf=dict(ctc_weight=1.0))
+
+
+def test_significance_section(tmp_path):
+    """Seeds pooled per utterance, then a paired bootstrap: a student better on every utterance is
+    significant (p < 0.001); identical students give Δ 0 and p 1; a missing set is named."""
+    exp = tmp_path / "exp"
+    utts = [f"u{i}" for i in range(20)]
+    worse = {u: (2, 5) for u in utts}
+    better = {u: (1, 5) for u in utts}
+    for seed in (1, 2):
+        system(exp, f"student_nokd_seed{seed}", NOKD, per_utt={"dev": worse, "test": worse})
+        system(exp, f"student_convkd_a0.5_t1_all_seed{seed}", KD, per_utt={"dev": worse, "test": worse})
+        system(exp, f"student_oraclekd_a0.5_t1_all_seed{seed}", KD, per_utt={"dev": better})  # no test scores
+    out = tmp_path / "RESULTS.md"
+    make_results.main(["--exp", str(exp), "--sets", "valid dev test", "--seeds", "1 2", "--out", str(out)])
+    text = out.read_text(encoding="utf-8")
+    title = "## Significance (paired bootstrap over utterances, seeds pooled)"
+    assert title in text
+    assert row_of(text, "| dev | Oracle KD vs conventional KD", title) == (
+        "| dev | Oracle KD vs conventional KD | 20.00 | 40.00 | -20.00 | [-20.00, -20.00] | < 0.001 | Oracle KD |")
+    same = row_of(text, "| dev | conventional KD vs no KD", title)
+    assert same.endswith("| +0.00 | [+0.00, +0.00] | 1.000 | neither |")
+    assert "- test: Oracle KD missing" in text
+    assert "| test | conventional KD vs no KD |" in text and "| test | Oracle KD vs" not in text
+    assert "| valid |" not in text  # the valid set is not a test set
+
+    only = tmp_path / "only"
+    system(only, "student_nokd_seed1", NOKD, per_utt={"test": worse})
+    make_results.main(["--exp", str(only), "--sets", "dev test", "--seeds", "1", "--out", str(out)])
+    text = out.read_text(encoding="utf-8")
+    assert "Not computed: it needs greedy scores of at least two of the student systems" in text
+    assert "| set | A vs B |" not in text

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import random
+
+import numpy as np
 
 import editdistance
 import pytest
@@ -98,6 +101,14 @@ def test_score_main_exact_spike_values(tmp_path):
     assert js["mean_onset_offset_ms"] == pytest.approx((-20 + 100) / 2)
     assert score.main(["--data_dir", str(data), "--decode_dir", str(dec), "--tolerance_ms", "40"]) == 0
     assert json.loads((dec / "scores.json").read_text())["spike_hit_rate"] == pytest.approx(1.0)
+    # decode.py's frame_offset_ms moves every spike (+20 ms: as offset_s=0.02 in test_spike_timing_hand_made)
+    (dec / "frame_offset_ms").write_text("20\n")
+    assert score.main(["--data_dir", str(data), "--decode_dir", str(dec)]) == 0
+    js = json.loads((dec / "scores.json").read_text())
+    assert js["frame_offset_ms"] == 20.0 and js["mean_onset_offset_ms"] == pytest.approx((0 + 120) / 2)
+    assert js["spike"]["mean_abs_onset_offset_ms"] == pytest.approx(60.0)
+    assert score.main(["--data_dir", str(data), "--decode_dir", str(dec), "--offset_ms", "0"]) == 0  # override
+    assert json.loads((dec / "scores.json").read_text())["mean_onset_offset_ms"] == pytest.approx(40.0)
 
 
 def test_score_main_without_optional_files(tmp_path, capsys):
@@ -151,6 +162,11 @@ def test_spike_timing_hand_made():
     assert st.onset_offsets_s == pytest.approx([-0.02, 0.10, 0.0])
     assert st.mean_onset_offset_ms == pytest.approx(80 / 3)
     assert st.mean_abs_onset_offset_ms == pytest.approx(40.0)
+    # onset error |onset| = 20, 100, 0 ms: sd sqrt(2800), 95 % CI 40 +- 1.96 sd / sqrt(3)
+    summary, half = st.summary(), 1.96 * math.sqrt(2800 / 3)
+    assert summary["abs_onset_offset_sd_ms"] == pytest.approx(math.sqrt(2800))
+    assert summary["abs_onset_offset_ci95_low_ms"] == pytest.approx(40 - half)
+    assert summary["abs_onset_offset_ci95_high_ms"] == pytest.approx(40 + half)
 
     # a tolerance of 20 ms rescues the early O (-20 ms) and the late E (+40 ms needs 40)
     st = M.spike_timing(WA, tokens, frames, SHIFT, tolerance_s=0.02)
@@ -181,6 +197,85 @@ def test_spike_timing_empty_and_errors():
     assert st.n_tokens == 0 and st.hit_rate is None and st.mean_onset_offset_ms is None
     with pytest.raises(M.ScoringError, match="u7.*2 token.*1 CTC frame"):
         M.spike_timing(WA, ["O", "N"], [1], SHIFT, utt="u7")
+
+
+def test_spike_timing_empty_summary():
+    s = M.SpikeStats().summary()
+    assert s["n_onsets"] == 0 and s["abs_onset_offset_sd_ms"] is None and s["abs_onset_offset_ci95_low_ms"] is None
+
+
+def test_pooled_mean_ci_equals_the_ci_of_the_union():
+    rng = np.random.default_rng(1)
+    parts = [rng.exponential(50.0, n) for n in (5, 1, 12)]
+    union = np.concatenate(parts)
+    mean, low, high = M.pooled_mean_ci((len(x), x.mean(), x.std(ddof=1) if len(x) > 1 else None) for x in parts)
+    half = 1.96 * union.std(ddof=1) / math.sqrt(len(union))
+    assert (mean, low, high) == pytest.approx((union.mean(), union.mean() - half, union.mean() + half))
+    assert M.pooled_mean_ci([(1, 7.0, None)]) == (7.0, None, None)
+    assert M.pooled_mean_ci([(0, None, None)]) is None
+
+
+def test_paired_bootstrap():
+    errors, words = [0, 2, 1, 3, 0, 1], [3, 4, 2, 5, 1, 3]
+    same = M.paired_bootstrap(errors, words, errors, words)
+    assert same == {"delta": 0.0, "low": 0.0, "high": 0.0, "p": 1.0}
+    better = M.paired_bootstrap([e - 1 if e else e for e in errors], words, [e + 1 for e in errors], words)
+    assert better["delta"] < 0 and better["high"] < 0 and better["p"] == 0.0
+    worse = M.paired_bootstrap([e + 1 for e in errors], words, errors, words)
+    assert worse["low"] > 0 and worse["p"] == 0.0
+    # by hand: a 3 errors / 10 words = 30 %, b 5 / 10 = 50 %: delta -20 points
+    tiny = M.paired_bootstrap([1, 0, 2], [4, 2, 4], [2, 1, 2], [4, 2, 4])
+    assert tiny["delta"] == pytest.approx(-20.0) and tiny["low"] <= -20.0 <= tiny["high"]
+    assert 0.0 <= tiny["p"] <= 1.0
+    assert M.paired_bootstrap([1, 0, 2], [4, 2, 4], [2, 1, 2], [4, 2, 4]) == tiny  # fixed seed
+
+
+def _impulse_centres(f, x):
+    """{output frame: centre of the input frames whose perturbation changes it}."""
+    import torch
+
+    seen: dict = {}
+    with torch.no_grad():
+        y = f(x)
+        for j in range(x.shape[1]):
+            for sign in (1.0, -1.0):
+                x2 = x.clone()
+                x2[0, j] += 10.0 * sign
+                for t in ((f(x2) - y).abs().amax(-1)[0] > 1e-6).nonzero().flatten().tolist():
+                    seen.setdefault(t, set()).add(j)
+    return {t: (min(v) + max(v)) / 2 for t, v in seen.items()}, y.shape[1]
+
+
+def test_receptive_field_centre_of_espnet_subsampling():
+    """conv2d: frame t is centred on input frame 4 t + 3, i.e. 40 t + 42.5 ms for 10 ms Kaldi fbank
+    (25 ms window); an impulse experiment finds the same centres (inputs that change output t)."""
+    from types import SimpleNamespace
+
+    import torch
+    from espnet.nets.pytorch_backend.transformer import subsampling
+
+    from espnet_oracle.asr.encoder.crnn_encoder import CRNNEncoder
+    from espnet_oracle.utils.inference import FeatureSet, receptive_field_centre
+
+    torch.manual_seed(0)
+    for name, jump, centre in (("Conv2dSubsampling", 4, 3), ("Conv2dSubsampling6", 6, 5),
+                               ("Conv2dSubsampling8", 8, 7)):
+        sub = getattr(subsampling, name)(16, 4, 0.0).eval()
+        assert receptive_field_centre(SimpleNamespace(embed=sub)) == centre
+        nested = SimpleNamespace(encoder=SimpleNamespace(source_encoder=SimpleNamespace(embed=sub)))
+        assert receptive_field_centre(nested) == centre  # the Oracle Teacher's source encoder
+        found, frames = _impulse_centres(lambda x: sub(x, None)[0], torch.randn(1, 40, 16))
+        assert found == {t: centre + jump * t for t in range(frames)}
+    conv2d = SimpleNamespace(embed=subsampling.Conv2dSubsampling(16, 4, 0.0))
+    fbank = SimpleNamespace(input_centre_ms=12.5, input_shift_ms=10.0)
+    assert FeatureSet.frame_offset_ms(fbank, conv2d) == 42.5
+    assert receptive_field_centre(SimpleNamespace(embed=None)) == 0.0
+    # CRNN: padded 3x3 convolutions, 2x width poolings: (S - 1) / 2 + S t (the edge frames see padding)
+    crnn = CRNNEncoder(16, 8, input_height=16, channels=(4, 4), width_subsampling=4, batch_norm=False,
+                       sequence_model="none").eval()
+    assert receptive_field_centre(crnn) == 1.5
+    found, frames = _impulse_centres(lambda x: crnn.trunk(x, torch.tensor([x.shape[1]]))[0], torch.randn(1, 24, 16))
+    assert {t: found[t] for t in range(1, frames - 1)} == {t: 1.5 + 4 * t for t in range(1, frames - 1)}
 
 
 def test_spike_timing_corpus():

@@ -304,6 +304,7 @@ def test_decodes_cover_each_set(recipe):
                     for utt in ids:
                         assert len(frames[utt].split()) == len(tokens[utt].split()), (where, utt)
                     assert float((d / "frame_shift_ms").read_text()) == 40.0
+                    assert float((d / "frame_offset_ms").read_text()) == 42.5  # conv2d on 10 ms fbank
 
 
 UTT_LINE = re.compile(r"^(\S+)\terrors=(\d+) n=(\d+)\tref=(.*)\thyp=(.*)$")

@@ -163,6 +163,13 @@ def test_decode_stamp_changes_with_model_features_and_options(tmp_path):
     (model / "valid.loss.ave.pth").write_bytes(b"model 2")
     assert any("model_sha256" in r for r in stale_reasons(out, decode_stamp(model, feats, "beam", 4)))
     assert decode_stamp(model, feats, "greedy", 4)["beam_size"] is None
+    greedy = model / "decode_test_greedy"  # greedy dir of an older version: no frame_offset_ms
+    greedy.mkdir()
+    (greedy / "ctc_frames").write_text("u1 3\n")
+    (greedy / ".done").write_text(json.dumps(decode_stamp(model, feats, "greedy", 4)))
+    assert "frame_offset_ms" in stale_reasons(greedy, decode_stamp(model, feats, "greedy", 4))[0]
+    (greedy / "frame_offset_ms").write_text("42.5\n")
+    assert stale_reasons(greedy, decode_stamp(model, feats, "greedy", 4)) == []
 
 
 # ---- training curve from ESPnet's reporter state ----

@@ -3,7 +3,8 @@
 For every system (an experiment dir under --exp) and set, writes
 ``<exp>/<system>/decode_<set>_<mode>/`` with ``text`` (words), ``token`` (tokens)
 and, for greedy decoding, ``ctc_frames`` (first frame of every emitted token on
-the best CTC path) and ``frame_shift_ms`` for spike-timing scoring.
+the best CTC path), ``frame_shift_ms`` and ``frame_offset_ms`` (time of encoder frame 0: the
+centre of its receptive field, ``FeatureSet.frame_offset_ms``) for spike-timing scoring.
 
 The Oracle Teacher is decoded in its normal mode, i.e. fed the TRUE transcript:
 its numbers are oracle numbers, not recognition results (``ORACLE`` file marks
@@ -100,7 +101,7 @@ def decode_one(job):
                 tokens = [token_list[t] for t in ids]
                 _add(results["beam"], utt.utt_id, tokens, args.token_type, None)
     for mode, out in results.items():
-        _write(out_dirs[mode], out, shift, oracle, mode, stamps[mode])
+        _write(out_dirs[mode], out, (shift, data.frame_offset_ms(model)), oracle, mode, stamps[mode])
     return "".join(f"{n}\n        " for n in notes) + (
         f"{exp_dir.name}/{set_name}: {len(data.utt_ids)} utterances "
         f"({', '.join(modes)}) in {time.time() - started:.1f} s"
@@ -111,6 +112,8 @@ def stale_reasons(out_dir: Path, stamp: dict):
     """None: nothing finished there; []: finished with this very stamp; else why it differs."""
     if not (out_dir / ".done").exists():
         return None  # unfinished (or absent): decoded anew in place
+    if (out_dir / "ctc_frames").exists() and not (out_dir / "frame_offset_ms").exists():
+        return ["it has no frame_offset_ms (made by an older version)"]
     return differences(read_stamp(out_dir / ".done"), stamp)
 
 
@@ -123,14 +126,15 @@ def _add(out, utt_id, tokens, token_type, frames):
         out["frames"].append(f"{utt_id} {' '.join(map(str, frames))}".rstrip())
 
 
-def _write(out_dir: Path, out, shift, oracle, mode, stamp):
+def _write(out_dir: Path, out, timing, oracle, mode, stamp):
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / ".done").unlink(missing_ok=True)
     atomic_write_text(out_dir / "text", "\n".join(sorted(out["text"])) + "\n")
     atomic_write_text(out_dir / "token", "\n".join(sorted(out["token"])) + "\n")
     if out["frames"]:
         atomic_write_text(out_dir / "ctc_frames", "\n".join(sorted(out["frames"])) + "\n")
-        atomic_write_text(out_dir / "frame_shift_ms", f"{shift:g}\n")
+        for name, value in zip(("frame_shift_ms", "frame_offset_ms"), timing):
+            atomic_write_text(out_dir / name, f"{value:g}\n")
     if oracle:
         atomic_write_text(
             out_dir / "ORACLE", "decoded with the true transcript fed to the Oracle Teacher\n"

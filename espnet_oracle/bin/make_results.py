@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from espnet_oracle.utils.datadir import atomic_write_text
-from espnet_oracle.utils.metrics import EXTRA_METRICS, condition_key
+from espnet_oracle.utils.metrics import EXTRA_METRICS, condition_key, paired_bootstrap, pooled_mean_ci
 from espnet_oracle.utils.stamps import read_stamp
 from espnet_oracle.utils.systems import parse_student_dir, student_group
 
@@ -175,6 +175,77 @@ def fmt(values: List[Optional[float]], digits: int = 2, scale: float = 1.0) -> s
     return text
 
 
+def onset_error(results: List[Optional[dict]]) -> str:
+    """``mean [low, high]`` of the onset error, the seeds' words pooled ("–" if a seed lacks it)."""
+    spikes = [(r or {}).get("spike") or {} for r in results]
+    if not all("abs_onset_offset_sd_ms" in s for s in spikes):
+        return "–"
+    pooled = pooled_mean_ci((s["n_onsets"], s["mean_abs_onset_offset_ms"], s["abs_onset_offset_sd_ms"])
+                            for s in spikes)
+    if pooled is None:
+        return "–"
+    return f"{pooled[0]:.0f}" + (f" [{pooled[1]:.0f}, {pooled[2]:.0f}]" if pooled[1] is not None else "")
+
+
+def word_errors(decode_dir: Path) -> Optional[Dict[str, tuple]]:
+    """{utt: (word errors, reference words)} from score.py's ``score_wer/result.txt`` (None if absent)."""
+    path = decode_dir / "score_wer" / "result.txt"
+    if not path.exists():
+        return None
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+        utt, counts = line.split("\t")[:2]
+        errors, n = (int(x.split("=")[1]) for x in counts.split())
+        out[utt] = (errors, n)
+    return out
+
+
+SHORT = {"nokd": "no KD", "convkd": "conventional KD", "oraclekd": "Oracle KD"}
+
+
+def significance(exp: Path, test_sets: List[str], seeds: List[str], current: Dict[str, str]) -> List[str]:
+    """The paired-bootstrap section: Oracle-KD vs conventional-KD vs no-KD students, seeds pooled."""
+    out = ["", "## Significance (paired bootstrap over utterances, seeds pooled)", "",
+           f"Greedy decoding, students of this run's KD settings. Per utterance, word errors and reference words "
+           f"are summed over the seeds of each system ({', '.join(seeds)}); the utterances are resampled with "
+           "replacement 1000 times (seed 0), the same resample for both systems. ΔWER = WER(A) − WER(B) in "
+           "absolute points on all utterances; 95 % CI: 2.5th–97.5th percentiles of the resampled Δ; p: "
+           "two-sided, twice the share of resamples whose Δ does not have the observed sign (at most 1).", "",
+           "| set | A vs B | WER A | WER B | ΔWER (points) | 95 % CI of Δ | p | better (p < 0.05) |",
+           "|---|---|---|---|---|---|---|---|"]
+    rows, notes = [], []
+    for set_name in test_sets:
+        pooled = {}
+        for system in SHORT:
+            group = student_group(system, **current)
+            found = [e for e in (word_errors(exp / f"{group}_seed{seed}" / f"decode_{set_name}_greedy")
+                                 for seed in seeds) if e is not None]
+            if found and all(set(e) == set(found[0]) for e in found):
+                pooled[system] = {u: tuple(map(sum, zip(*(e[u] for e in found)))) for u in found[0]}
+                if len(found) < len(seeds):
+                    notes.append(f"- {set_name}: {SHORT[system]} pooled over {len(found)} of {len(seeds)} seeds")
+            else:
+                notes.append(f"- {set_name}: {SHORT[system]} missing (no scored greedy decodes of `{group}_seed*`"
+                             f"{', or its seeds have different utterances' if found else ''}): its comparisons skipped")
+        for a, b in (("oraclekd", "convkd"), ("convkd", "nokd"), ("oraclekd", "nokd")):
+            if a not in pooled or b not in pooled:
+                continue
+            if set(pooled[a]) != set(pooled[b]):
+                notes.append(f"- {set_name}: {SHORT[a]} vs {SHORT[b]} skipped (different utterances)")
+                continue
+            utts = sorted(pooled[a])
+            (ea, na), (eb, nb) = ([list(x) for x in zip(*(pooled[s][u] for u in utts))] for s in (a, b))
+            r = paired_bootstrap(ea, na, eb, nb)
+            better = ("neither" if r["p"] >= 0.05 else SHORT[a] if r["delta"] < 0 else SHORT[b])
+            rows.append(f"| {set_name} | {SHORT[a]} vs {SHORT[b]} | {100 * sum(ea) / sum(na):.2f} | "
+                        f"{100 * sum(eb) / sum(nb):.2f} | {r['delta']:+.2f} | [{r['low']:+.2f}, {r['high']:+.2f}] | "
+                        f"{'< 0.001' if r['p'] == 0 else format(r['p'], '.3f')} | {better} |")
+    if not rows:  # fewer than two student systems scored
+        out[-2:] = ["Not computed: it needs greedy scores of at least two of the student systems "
+                    f"({', '.join(SHORT.values())})."]
+    return out + rows + ([""] + notes if notes else [])
+
+
 def mean(values):
     values = [v for v in values if v is not None]
     return statistics.mean(values) if values else None
@@ -249,7 +320,10 @@ def main(argv=None):
     out += ["", "## Systems", "",
             "WER / CER in %, greedy CTC decoding (beam-search WER in the next table). Students: "
             f"mean ± std over seeds {', '.join(seeds)}. Spike hit rate: share of emitted tokens whose "
-            f"first CTC frame lies inside the true span of their word ({test} set, greedy path; needs word_align).", ""]
+            f"first CTC frame lies inside the true span of their word ({test} set, greedy path; needs word_align; "
+            "a frame's time is the centre of its receptive field). Onset: time of a word's earliest token minus "
+            "the word's start; onset error: mean |onset| over the words that got a token, with a 95 % CI by the "
+            "normal approximation (students: the words of all seeds pooled).", ""]
     header = ["system", "params", "train time (s)"]
     extra = args.extra_metrics.split()
     unknown = set(extra) - set(EXTRA_METRICS)
@@ -259,7 +333,7 @@ def main(argv=None):
         out[-2] += (" " + " ".join(f"{EXTRA_HEADERS[m]}: {EXTRA_NOTES[m]}." for m in extra))
     for s in sets:
         header += [f"{s} WER", f"{s} CER"] + [f"{s} {EXTRA_HEADERS[m]}" for m in extra]
-    header += [f"spike hit rate ({test})", f"mean onset offset (ms, {test})"]
+    header += [f"spike hit rate ({test})", f"mean onset offset (ms, {test})", f"onset error (ms, 95 % CI, {test})"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def row(label, dirs):
@@ -273,7 +347,7 @@ def main(argv=None):
         on_test = [scores(d, test, "greedy") for d in dirs]
         hit = fmt([r and r.get("spike_hit_rate") for r in on_test], 1, 100.0)
         cells += [hit if hit == "–" else hit.replace(" (", " % (", 1) if " (" in hit else hit + " %",
-                  fmt([r and r.get("mean_onset_offset_ms") for r in on_test], 0)]
+                  fmt([r and r.get("mean_onset_offset_ms") for r in on_test], 0), onset_error(on_test)]
         out.append("| " + " | ".join(cells) + " |")
 
     for _, label, dirs in systems:
@@ -347,6 +421,9 @@ def main(argv=None):
         for label, rs in tables.items():
             if rs:
                 out.append(f"| {label} | " + " | ".join(fmt([mean([r.get(c) for r in rs])]) for c in conds) + " |")
+
+    if groups:  # after the per-condition tables (### under ## Systems)
+        out += significance(exp, sets[1:] or sets, seeds, current)
 
     # ---- teacher evaluation ----
     teacher_eval = load_json(exp / "teacher_eval" / "summary.json")

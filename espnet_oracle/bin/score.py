@@ -5,7 +5,9 @@ Writes into --decode_dir: ``ref.trn``/``hyp.trn`` (sclite form ``WORDS (uttid)``
 (totals + per-utterance errors, editdistance), ``score_conditions.tsv`` (WER per value of each
 ``--condition_files`` file of --data_dir, e.g. utt2snr utt2noise, and per pair of values when two are
 given), ``spike_timing.tsv`` (only when --data_dir has ``word_align`` and the decode dir ``ctc_frames``)
-and ``scores.json``. CER: characters of the words, spaces excluded; rates in percent. With
+and ``scores.json``. Spike times: encoder frame t is at ``offset + t * shift`` with the decode dir's
+``frame_shift_ms`` and ``frame_offset_ms`` (centre of the frame's receptive field; 0 when absent, from an
+older decode; ``--offset_ms`` overrides it). CER: characters of the words, spaces excluded; rates in percent. With
 ``--extra_metrics word_accuracy one_minus_ned`` (text recognition) scores.json also holds those two
 (percent; case-insensitive, alphanumeric only: see espnet_oracle.utils.metrics).
 """
@@ -14,6 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 from espnet_oracle.utils.datadir import atomic_write_text, read_kaldi_map
 from espnet_oracle.utils.metrics import (EXTRA_METRICS, ScoringError, WordSpan, check_ids, spike_timing_corpus,
@@ -42,7 +45,7 @@ def _pct(x) -> str:
     return "NA" if x is None else f"{x:.2f}"
 
 
-def score(data_dir: Path, decode_dir: Path, condition_files=(), offset_ms: float = 0.0,
+def score(data_dir: Path, decode_dir: Path, condition_files=(), offset_ms: Optional[float] = None,
           tolerance_ms: float = 0.0, extra_metrics=()) -> dict:
     data_dir, decode_dir = Path(data_dir), Path(decode_dir)
     refs, hyps = read_kaldi_map(data_dir / "text"), read_kaldi_map(decode_dir / "text")
@@ -84,10 +87,14 @@ def score(data_dir: Path, decode_dir: Path, condition_files=(), offset_ms: float
         tokens = {u: v.split() for u, v in read_kaldi_map(decode_dir / "token").items()}
         frames = {u: [int(f) for f in v.split()] for u, v in read_kaldi_map(frames_path).items()}
         shift = float((decode_dir / "frame_shift_ms").read_text())
+        if offset_ms is None:
+            offset_file = decode_dir / "frame_offset_ms"
+            offset_ms = float(offset_file.read_text()) if offset_file.is_file() else 0.0
         spike, _ = spike_timing_corpus(read_word_align(wa_path), tokens, frames, shift / 1000.0,
                                        offset_ms / 1000.0, tolerance_ms / 1000.0)
         s = spike.summary()
-        out.update(spike_hit_rate=s["hit_rate"], mean_onset_offset_ms=s["mean_onset_offset_ms"], spike=s)
+        out.update(spike_hit_rate=s["hit_rate"], mean_onset_offset_ms=s["mean_onset_offset_ms"], spike=s,
+                   frame_offset_ms=offset_ms)
         atomic_write_text(spike_tsv, "\t".join(s) + "\n" + "\t".join(str(v) for v in s.values()) + "\n")
     atomic_write_text(decode_dir / "scores.json", json.dumps(out, indent=2) + "\n")
     return out
@@ -98,7 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--data_dir", required=True, type=Path)
     p.add_argument("--decode_dir", required=True, type=Path)
     p.add_argument("--condition_files", nargs="*", default=[], help="e.g. utt2snr utt2noise (optional files)")
-    p.add_argument("--offset_ms", type=float, default=0.0, help="encoder frame t is at offset + t * shift")
+    p.add_argument("--offset_ms", type=float, default=None,
+                   help="encoder frame t is at offset + t * shift (default: the decode dir's frame_offset_ms, else 0)")
     p.add_argument("--tolerance_ms", type=float, default=0.0, help="slack around a word span for a spike hit")
     p.add_argument("--extra_metrics", nargs="*", default=[], choices=EXTRA_METRICS,
                    help="text recognition: word accuracy, 1 - normalised edit distance (case-insensitive alphanumeric)")

@@ -27,6 +27,8 @@ logging.getLogger().setLevel(logging.ERROR)
 
 # Features are 10 ms frames (stage 2); the encoders subsample them.
 FEATURE_SHIFT_MS = 10.0
+# Kaldi fbank (torchaudio.compliance.kaldi.fbank, snip_edges): frame i spans [10 i, 10 i + 25) ms
+FBANK_CENTRE_MS = 12.5
 
 
 def model_file(exp_dir: Path) -> Path:
@@ -106,6 +108,7 @@ class FeatureSet:
         # makes frames of hop_length samples
         self.raw = scp.name == "wav.scp"
         self.samples_per_frame, self.input_shift_ms = 1, FEATURE_SHIFT_MS
+        self.input_centre_ms = FBANK_CENTRE_MS  # time of the centre of input frame 0
         if self.raw:
             from espnet2.fileio.sound_scp import SoundScpReader
             from humanfriendly import parse_size
@@ -116,6 +119,8 @@ class FeatureSet:
             fs = conf.get("fs", 16000)
             fs = parse_size(fs) if isinstance(fs, str) else int(fs)
             self.input_shift_ms = 1000.0 * self.samples_per_frame / fs
+            # ESPnet's STFT frontend: center=True puts frame i's centre at sample i * hop
+            self.input_centre_ms = 0.0 if conf.get("center", True) else 500.0 * int(conf.get("n_fft", 512)) / fs
         else:
             self.feats = kaldiio.load_scp(str(scp))
         self.texts = read_kaldi_map(self.feats_dir / "text")
@@ -136,6 +141,10 @@ class FeatureSet:
         frames = utt.feats.shape[0] / self.samples_per_frame
         return self.input_shift_ms * max(1, round(frames / max(encoder_frames, 1)))
 
+    def frame_offset_ms(self, model: torch.nn.Module) -> float:
+        """Time of encoder frame 0: centre of its receptive field (see ``receptive_field_centre``)."""
+        return self.input_centre_ms + receptive_field_centre(model) * self.input_shift_ms
+
     def token_ids(self, utt_id: str, text: Optional[str] = None) -> np.ndarray:
         text = self.texts[utt_id] if text is None else text
         return self.preprocess(utt_id, {"text": text})["text"]
@@ -153,6 +162,32 @@ class FeatureSet:
             ids.sort(key=lambda u: (-self.lengths.get(u, 0), u))
         for start in range(0, len(ids), batch_size):
             yield ids[start : start + batch_size]
+
+
+def receptive_field_centre(model: torch.nn.Module) -> float:
+    """Input frame at the centre of encoder frame 0's receptive field; frame t's is that + t * subsampling.
+
+    Sums ``((kernel - 1) * dilation / 2 - padding) * (product of the earlier strides)`` along time over
+    the convolutions and poolings of the encoder's input layer (``encoder.embed``, for the Oracle Teacher
+    its source encoder's), in module order: ESPnet's conv2d gives 1 + 1 * 2 = 3 (t -> 4 t + 3), conv2d6
+    5 (6 t + 5), conv2d8 7 (8 t + 7); a linear input layer 0. The CRNN encoder's 3x3 convolutions are
+    padded (centred) and each of its 2x width poolings adds 0.5 * earlier strides: (S - 1) / 2.
+    """
+    from espnet_oracle.asr.encoder.crnn_encoder import CRNNEncoder
+
+    encoder = getattr(model, "encoder", model)
+    encoder = getattr(encoder, "source_encoder", encoder)  # Oracle Teacher: the audio side sets the time
+    if isinstance(encoder, CRNNEncoder):
+        return (encoder.width_subsampling - 1) / 2
+    embed = getattr(encoder, "embed", None)
+    centre, jump = 0.0, 1
+    for m in embed.modules() if embed is not None else ():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.MaxPool1d, torch.nn.MaxPool2d)):
+            k, s, p, d = (v[0] if isinstance(v, tuple) else v for v in (m.kernel_size, m.stride, m.padding,
+                                                                           m.dilation))
+            centre += ((k - 1) * d / 2 - p) * jump
+            jump *= s
+    return centre
 
 
 def pad(arrays: Sequence[np.ndarray], value: float) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,12 @@ are aligned character by character (:func:`align`, BPE ``\u2581`` dropped); a no
 to the reference word its first character is aligned to (match or substitution) and is a *hit* when
 its time lies in that word's ``[start - tol, end + tol]``; a token aligned to nothing is a miss.
 Onset offset: per reference word that got a token, time(earliest token) - word start.
-``hit_rate = hits / tokens considered``.
+``hit_rate = hits / tokens considered``. Onset error: the mean of ``|onset offset|`` over those words, with
+a 95 % confidence interval by the normal approximation (mean +- 1.96 sd / sqrt(n), words taken as
+independent; :func:`pooled_mean_ci` pools several runs' words the same way).
+
+Paired bootstrap (:func:`paired_bootstrap`): WER(a) - WER(b) on utterances resampled with replacement,
+the same resample for both systems.
 
 Text-recognition metrics (:func:`word_accuracy_ned`, only when a recipe asks for them): both strings
 are lower-cased and everything outside ``a-z0-9`` is dropped (the scene-text convention, spaces too);
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import editdistance
+import numpy as np
 
 SPACE_TOKEN = "<space>"
 COR, SUB, DEL, INS = "C", "S", "D", "I"
@@ -212,12 +218,51 @@ class SpikeStats:
         return self
 
     def summary(self) -> dict:
+        """Counts and rates; the onset error's sd and 95 % CI (normal approximation, ``pooled_mean_ci``)."""
+        o = 1000.0 * np.abs(self.onset_offsets_s)
+        sd = float(o.std(ddof=1)) if len(o) > 1 else None
+        _, low, high = pooled_mean_ci([(len(o), self.mean_abs_onset_offset_ms, sd)]) or (None, None, None)
         return {
             "hit_rate": self.hit_rate, "n_tokens": self.n_tokens, "n_hits": self.n_hits,
             "n_onsets": len(self.onset_offsets_s),
             "mean_onset_offset_ms": self.mean_onset_offset_ms,
             "mean_abs_onset_offset_ms": self.mean_abs_onset_offset_ms,
+            "abs_onset_offset_sd_ms": sd, "abs_onset_offset_ci95_low_ms": low, "abs_onset_offset_ci95_high_ms": high,
         }
+
+
+def pooled_mean_ci(parts: Iterable[tuple]) -> Optional[tuple]:
+    """``(mean, low, high)`` of the union of samples given as ``(n, mean, sd)`` (sd None when n < 2).
+
+    95 % CI by the normal approximation, ``mean +- 1.96 sd / sqrt(N)`` with the pooled sample sd;
+    low, high None for fewer than 2 values; None when there are no values at all.
+    """
+    parts = [(n, m, s or 0.0) for n, m, s in parts if n]
+    total = sum(n for n, _, _ in parts)
+    if not total:
+        return None
+    mean = math.fsum(n * m for n, m, _ in parts) / total
+    if total < 2:
+        return mean, None, None
+    ss = math.fsum((n - 1) * s * s + n * (m - mean) ** 2 for n, m, s in parts)
+    half = 1.96 * math.sqrt(ss / (total - 1) / total)
+    return mean, mean - half, mean + half
+
+
+def paired_bootstrap(errors_a, words_a, errors_b, words_b, resamples: int = 1000, seed: int = 0) -> dict:
+    """Paired bootstrap over utterances of ``WER(a) - WER(b)`` (percent points; arrays aligned by utterance).
+
+    Returns ``delta`` (on all utterances), ``low``/``high`` (2.5th/97.5th percentiles of the resampled
+    deltas) and ``p``: two-sided, twice the share of resamples whose delta is not of the observed sign
+    (zero counts against), at most 1; 1 when the observed delta is 0.
+    """
+    ea, na, eb, nb = (np.asarray(x, dtype=float) for x in (errors_a, words_a, errors_b, words_b))
+    delta = 100.0 * (ea.sum() / na.sum() - eb.sum() / nb.sum())
+    idx = np.random.default_rng(seed).integers(0, len(ea), size=(resamples, len(ea)))
+    d = 100.0 * (ea[idx].sum(1) / na[idx].sum(1) - eb[idx].sum(1) / nb[idx].sum(1))
+    low, high = np.percentile(d, [2.5, 97.5])
+    p = 1.0 if delta == 0 else min(1.0, 2.0 * float(np.mean(d <= 0 if delta > 0 else d >= 0)))
+    return {"delta": float(delta), "low": float(low), "high": float(high), "p": p}
 
 
 def _as_span(w) -> WordSpan:
