@@ -199,6 +199,23 @@ def pad(arrays: Sequence[np.ndarray], value: float) -> Tuple[torch.Tensor, torch
     return torch.from_numpy(out), lengths
 
 
+def padding_sensitive(model: torch.nn.Module) -> bool:
+    """True when an utterance's encoder output depends on the padding after it in a batch.
+
+    ESPnet's conformer convolution module and E-Branchformer's cgMLP run depthwise convolutions over
+    time without masking the padded frames (and batch norm over them); transformer encoders mask
+    padding in attention and are exact. Cached on the model.
+    """
+    cached = getattr(model, "_espnet_oracle_padding_sensitive", None)
+    if cached is None:
+        from espnet.nets.pytorch_backend.conformer.convolution import ConvolutionModule
+        from espnet2.asr.layers.cgmlp import ConvolutionalSpatialGatingUnit
+
+        cached = any(isinstance(m, (ConvolutionModule, ConvolutionalSpatialGatingUnit)) for m in model.modules())
+        object.__setattr__(model, "_espnet_oracle_padding_sensitive", cached)
+    return cached
+
+
 @torch.no_grad()
 def encode_batch(
     model: torch.nn.Module,
@@ -214,8 +231,25 @@ def encode_batch(
 
     Returns (B, T', D) frames, (B,) lengths, and, if asked, the last fusion
     block's cross-attention (B, H, T', L) of the Oracle Teacher (else None).
+    A padding-sensitive encoder (:func:`padding_sensitive`, e.g. a conformer) is run one
+    utterance at a time, so that no output (posterior dumps, decodes, probes) depends on
+    which other utterances share its batch.
     """
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import utt_id_context
+
+    if len(utterances) > 1 and padding_sensitive(model):
+        parts = [encode_batch(model, [u], zero_source, return_attention) for u in utterances]
+        lengths = torch.cat([p[1] for p in parts])
+        frames = parts[0][0].new_zeros(len(parts), max(p[0].shape[1] for p in parts), parts[0][0].shape[-1])
+        for i, (out, _, _) in enumerate(parts):
+            frames[i, : out.shape[1]] = out[0]
+        attention = None
+        if all(p[2] is not None for p in parts):
+            a0 = parts[0][2]
+            attention = a0.new_zeros(len(parts), a0.shape[1], frames.shape[1], max(p[2].shape[-1] for p in parts))
+            for i, (_, _, a) in enumerate(parts):
+                attention[i, :, : a.shape[2], : a.shape[3]] = a[0]
+        return frames, lengths, attention
 
     speech, speech_lengths = pad([u.feats.astype(np.float32) for u in utterances], 0.0)
     if zero_source:  # features at the training mean (zero after MVN); raw input: silence
