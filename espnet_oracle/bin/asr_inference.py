@@ -1,4 +1,5 @@
 """ESPnet's ``asr_inference`` with the espnet_oracle plugins registered.
+Why it exists: ESPnet's entry point cannot build the plugin models until the plugins are registered.
 
 Decodes models whose config names ``model: kd_student`` directly. The Oracle
 Teacher needs the transcript and refuses to decode here; use

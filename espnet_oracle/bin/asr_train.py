@@ -1,4 +1,5 @@
 """Train an ESPnet ASR model with the espnet_oracle plugins available.
+Why it exists: ESPnet's entry point knows only its own registry; the plugins must be registered first.
 
 Same options as ``python -m espnet2.bin.asr_train``; this module only imports the
 plugins first and then hands over to ESPnet's own training entry point.

@@ -1,4 +1,5 @@
 """Average two (or more) teachers' stored posteriors into one posterior set.
+Why it exists: no ESPnet tool mixes stored teacher posteriors (KD from both teachers at once).
 
 For KD from both teachers at once: per utterance and frame, the mixture
 ``p(k|t) = sum_i w_i p_i(k|t)`` in probability space (weights normalised to sum

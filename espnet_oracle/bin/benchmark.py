@@ -1,4 +1,5 @@
 """Benchmark: KD training step vs plain CTC step of the same student, same batch.
+Why it exists: the extra cost of KD per training step is a claim to measure.
 
 Builds the student of --student_conf twice from the same weights, as
 ``model: espnet`` and as ``model: kd_student``, takes one real batch of the

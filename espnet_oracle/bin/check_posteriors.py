@@ -1,4 +1,5 @@
 """Check stored teacher posteriors against a training set before a KD run starts.
+Why it exists: frame-level KD must refuse posteriors of other features, utterances or frame counts before training starts.
 
 Refuses (exit status 1, naming the set and what differs) when:
 - the posteriors are stored in an older layout or carry no stamp (re-run stage 7);

@@ -1,4 +1,5 @@
 """Stage 9: decode systems on data sets with greedy CTC and ESPnet's CTC prefix beam search.
+Why it exists: the Oracle Teacher must be fed the transcript, and spike timing needs each token's CTC frame (beam search is ESPnet's own).
 
 For every system (an experiment dir under --exp) and set, writes
 ``<exp>/<system>/decode_<set>_<mode>/`` with ``text`` (words), ``token`` (tokens)

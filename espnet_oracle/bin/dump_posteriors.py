@@ -1,4 +1,5 @@
 """Stage 7: store a teacher's CTC frame posteriors for one data set.
+Why it exists: ESPnet has no posterior dump, and frame-level KD needs one per teacher.
 
 The Oracle Teacher is fed the true transcript. Output in --out_dir:
 ``post.scp`` (utterance id -> array in ``data/post.<shard>.ark``), ``meta.json``

@@ -1,4 +1,5 @@
 """Make a trained one-stage oracle self-distillation model an ordinary ESPnet CTC model.
+Why it exists: so the deployed model is an ordinary ESPnet model that ESPnet's own inference loads.
 
 ``model: oracle_self_distill`` has an oracle path (source encoder + target
 fusion) only for training; inference uses its source-only path: the source

@@ -1,4 +1,5 @@
 """Make a trained KD student an ordinary ESPnet model.
+Why it exists: so the student is an ordinary ESPnet model that ESPnet's own inference loads.
 
 ``model: kd_student`` exists only for training: its loss reads teacher
 posteriors, but it has no parameters beyond ``model: espnet``. This writes

@@ -1,4 +1,5 @@
 """The KD weight that matches a ``teacher_nonblank`` run's effective one, with all frames.
+Why it exists: the control experiment of ``teacher_nonblank`` needs this weight, measured from the posteriors.
 
 ``kd_frames: teacher_nonblank`` drops the frames whose teacher argmax is blank
 from the KD term without renormalising, so with KD weight α its KD : CTC weight

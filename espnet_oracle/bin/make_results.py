@@ -1,4 +1,5 @@
 """Stage 10: write RESULTS.md from what the pipeline left in exp/ (never by hand).
+Why it exists: the tables of this method (KD systems over seeds, probes, significance) are no library's.
 
 Reads scores.json of every decode dir, cer_curve.tsv, config.yaml, stamp.json
 and model files of every system, exp/teacher_eval/summary.json, posterior stats, exp/stage_times.tsv,

@@ -1,4 +1,5 @@
 """Stage 10 plots: CTC posteriorgrams of teachers and students, true word spans shaded.
+Why it exists: CTC spike alignments of teachers and students are what the method is about; no ESPnet plot shows them.
 
 For a few utterances of a set, one PNG each: the systems named by --systems
 (run.sh: both teachers, the Oracle Teacher fed the true transcript, and the

@@ -1,4 +1,5 @@
 """Stage 6: evaluate both teachers, probe the Oracle Teacher for copying, compare training speed.
+Why it exists: the copy probe and time-to-accuracy are this method's own measurements.
 
 For each set (greedy CTC decoding), rows of ``summary.tsv`` by probe:
   * ``audio_only`` (conventional teacher): CER/WER (it only sees the audio);

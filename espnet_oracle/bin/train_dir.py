@@ -1,4 +1,5 @@
 """Decide what to do with a model dir before training (run.sh's ``train_model``).
+Why it exists: ESPnet resumes a dir but never checks that it was trained with the same config and inputs.
 
     python -m espnet_oracle.bin.train_dir --dir exp/NAME --config CONF -- ESPNET_OPTIONS...
 

@@ -1,4 +1,5 @@
 """Write ``cer_curve.tsv`` (dev CER, losses and cumulative training time per epoch) of an ESPnet training.
+Why it exists: time-to-accuracy needs dev CER per epoch with cumulative time, kept only in ESPnet's reporter state.
 
 The numbers come from ESPnet's own reporter state in ``<exp_dir>/checkpoint.pth``
 (key ``reporter``: per epoch and phase the averaged statistics plus the measured

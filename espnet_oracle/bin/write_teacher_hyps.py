@@ -1,4 +1,5 @@
 """Write a teacher's hypotheses as token ids, for sequence-level KD.
+Why it exists: sequence-level KD needs teacher hypotheses as a file ESPnet's data loader reads.
 
 Reads a teacher's decoding output — ``token`` files as ``espnet_oracle.bin.decode``
 writes them (``utt_id tok tok ...``; the Oracle Teacher's is its decoding with the

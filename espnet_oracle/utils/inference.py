@@ -1,4 +1,5 @@
 """Shared inference helpers: load a trained model, batch a feature set, run CTC.
+Why it exists: the model loading, batching and CTC steps that stages 6, 7, 9 and 10 share, in one place.
 
 Used by teacher evaluation (stage 6), posterior dumping (stage 7), decoding
 (stage 9) and plotting. All of them need the same things: an ESPnet model from

@@ -1,4 +1,5 @@
 """Compact storage of teacher CTC posteriors, and their loader for ESPnet's data pipeline.
+Why it exists: KD posteriors must be stored compactly with an exact KL bound; no library has such a format.
 
 On disk, per utterance, one uint16 array of shape (T', 2k + 2) in a kaldiio ark
 (numpy format): columns [0, k) are the ids of the k most likely tokens of the

@@ -1,4 +1,5 @@
 """Import ESPnet's ASR task without the noise it prints when offline.
+Why it exists: offline, ESPnet's import prints errors that are not errors (below).
 
 ``espnet2.tasks.asr`` pulls in g2p_en, which asks nltk to download tagger data at
 import time and prints an error when there is no network, and it reports the

@@ -1,4 +1,5 @@
 """Stamps: what produced a trained model dir or a decode dir, so a rerun never reuses stale work.
+Why it exists: a rerun must never reuse stale work, and ESPnet checks none of this.
 
 A stamp is a JSON dict of everything that determines the result:
 

@@ -1,4 +1,5 @@
 """Names of the experiment directories of the students: one definition for run.sh and Python.
+Why it exists: run.sh and Python must agree on the student directory names.
 
 A KD student's directory name carries the KD settings, so students distilled
 with other settings never share (or silently reuse) a directory::

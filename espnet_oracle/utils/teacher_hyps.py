@@ -1,4 +1,5 @@
 """Teacher hypotheses (1-best or weighted N-best token ids) for sequence-level KD.
+Why it exists: sequence-level KD targets need a file format; no library has one.
 
 On disk: a text file, one line per utterance, hypotheses separated by ``|``,
 each a weight followed by its token ids (no blank)::
