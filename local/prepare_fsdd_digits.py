@@ -28,9 +28,8 @@ and the condition list is shuffled. White noise is Gaussian; pink noise is white
 shaped by 1/sqrt(f) in the rFFT domain (power ~ 1/f, DC removed); babble is the
 sum of 4-6 "talker" streams, each a concatenation of random recordings started at a
 random offset and scaled to unit RMS. With ``--babble_speakers other`` (default) the
-talkers are speakers other than the utterance's own (a listener separates a voice from
-other voices; babble of the target's own voice saying the same ten words is adversarial),
-drawn from the same set's pool; ``test_unseen`` has one speaker only, so its babble comes
+talkers are speakers other than the utterance's own, as in real babble (a crowd of other
+voices), drawn from the same set's pool; ``test_unseen`` has one speaker only, so its babble comes
 from the ``test`` pool (evaluation takes of the other speakers). ``any`` is the old design:
 any recording of the set's pool except the utterance's own speech recordings.
 
