@@ -19,6 +19,7 @@ from espnet_oracle.utils.quiet_import import import_espnet_asr_task
 espnet_asr_task = import_espnet_asr_task()
 ASRTask = espnet_asr_task.ASRTask
 
+from espnet_oracle.asr.encoder.conformer_padding_mask import install_conformer_padding_mask
 from espnet_oracle.asr.encoder.crnn_encoder import CRNNEncoder
 from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
     install_exact_subsampling_lengths,
@@ -72,4 +73,7 @@ class OracleASRTask(ASRTask):
         # Every model built here (teachers, students with or without KD) gets the same
         # per-utterance frame counts, so the systems differ only in what they are meant to.
         install_exact_subsampling_lengths(model)
+        # Conformer layers: the convolution module must not read the padding (batch-independent
+        # outputs, hence posteriors that do not depend on how a dump was batched).
+        install_conformer_padding_mask(model)
         return model

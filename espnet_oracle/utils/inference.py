@@ -203,16 +203,20 @@ def pad(arrays: Sequence[np.ndarray], value: float) -> Tuple[torch.Tensor, torch
 def padding_sensitive(model: torch.nn.Module) -> bool:
     """True when an utterance's encoder output depends on the padding after it in a batch.
 
-    ESPnet's conformer convolution module and E-Branchformer's cgMLP run depthwise convolutions over
-    time without masking the padded frames (and batch norm over them); transformer encoders mask
-    padding in attention and are exact. Cached on the model.
+    ESPnet's conformer convolution module and E-Branchformer's cgMLP run depthwise convolutions
+    over time without masking the padded frames; transformer encoders mask padding in attention
+    and are exact, and so are conformer layers hooked by
+    :func:`~espnet_oracle.asr.encoder.conformer_padding_mask.install_conformer_padding_mask`
+    (every model built by the task). Cached on the model.
     """
     cached = getattr(model, "_espnet_oracle_padding_sensitive", None)
     if cached is None:
         from espnet.nets.pytorch_backend.conformer.convolution import ConvolutionModule
         from espnet2.asr.layers.cgmlp import ConvolutionalSpatialGatingUnit
 
-        cached = any(isinstance(m, (ConvolutionModule, ConvolutionalSpatialGatingUnit)) for m in model.modules())
+        cached = any(isinstance(m, ConvolutionalSpatialGatingUnit)
+                     or (isinstance(m, ConvolutionModule) and not getattr(m, "_padding_masked", False))
+                     for m in model.modules())
         object.__setattr__(model, "_espnet_oracle_padding_sensitive", cached)
     return cached
 
