@@ -307,7 +307,7 @@ def main(argv=None):
     groups = student_groups(exp, seeds, current)
     # (name, label, dirs) of every system in the tables: teachers, then student groups
     systems = [(t, LABELS[t], [exp / t]) for t in TEACHERS if (exp / t).exists()]
-    systems += [(g, f"{group_label(g, system)} ({len(dirs)} seed{"s" if len(dirs) != 1 else ""})", dirs) for g, system, dirs in groups]
+    systems += [(g, f"{group_label(g, system)} ({len(dirs)} seed{'s' if len(dirs) != 1 else ''})", dirs) for g, system, dirs in groups]
     out: List[str] = ["# Results", "", "Generated from `exp/` by `python -m espnet_oracle.bin.make_results` "
                       "(run.sh stage 10). Do not edit by hand.", "", "## Environment", ""]
     out += environment()
