@@ -112,20 +112,29 @@ def test_hook_is_thread_safe(build):
     assert results["a"] == [conv2d_frames(n) for n in (slow_length, 50)]
 
 
-def test_too_short_utterance_is_named_when_dumping_or_decoding(build):
+@pytest.mark.parametrize("config,extra", [("train_student.yaml", TINY),
+                                          ("train_teacher_conventional.yaml", TINY_TEACHER)])
+def test_too_short_utterance_is_named_when_dumping_or_decoding(build, config, extra):
     """Stage 6/7/9 encode length-sorted batches through utils.inference: the error must name
-    the utterance there too, not a position in a batch the user never sees."""
+    the utterance there too, not a position in a batch the user never sees (also when a
+    padding-sensitive encoder, e.g. the conformer teacher, is run one utterance at a time)."""
     import numpy as np
 
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import TooShortForSubsamplingError
     from espnet_oracle.utils.inference import Utterance, encode_batch
 
-    model, args = build("train_student.yaml", *TINY)
+    model, args = build(config, *extra)
     speech, lengths = batch([60, 5, 40], args.input_size)
     utterances = [Utterance(u, speech[i, :n].numpy(), "a", np.array([2]))
                   for i, (u, n) in enumerate(zip(["spk-long", "spk-short", "spk-mid"], lengths.tolist()))]
     with pytest.raises(TooShortForSubsamplingError, match=r"utterance spk-short: 5 input frames"):
         encode_batch(model, utterances)
+    # a batch of too-short utterances only (ESPnet's encoder refuses it as a whole): named too
+    shorter = Utterance("spk-shorter", speech[1, :4].numpy(), "a", np.array([2]))
+    with pytest.raises(TooShortForSubsamplingError, match=r"spk-short\b.* 5 input frames"):
+        encode_batch(model, [utterances[1], shorter])
+    with pytest.raises(TooShortForSubsamplingError, match=r"utterance spk-shorter: 4 input frames"):
+        encode_batch(model, [shorter])
     # the ids do not outlive the call
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import current_utt_ids
 
