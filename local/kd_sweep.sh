@@ -2,6 +2,7 @@
 # KD hyper-parameter sweep: students distilled from both teachers under other (alpha, tau, frames).
 # Run from the recipe dir after stages 1-8 (reuses the teachers, their posteriors and the no-KD students).
 #   local/kd_sweep.sh [--settings "a0.9_t2_all a0.5_t1_nonblank a0.5_t1_matched ..."] [--seeds "1 2"]
+#                     [--train_set train_sp (the set the students train on: run.sh's train set + speed perturbation)]
 # A setting name is a<alpha>_t<tau>_<all|nonblank|renorm|matched>. Results: exp/kd_sweep/<setting>/RESULTS.md;
 # student dir names carry the KD settings they were trained with (see espnet_oracle/utils/systems.py).
 #
@@ -17,10 +18,12 @@ set -uo pipefail
 command_line="$0 $*"
 settings="a0.9_t1_all a0.5_t2_all a0.5_t1_nonblank a0.5_t1_matched"
 seeds="1 2 3"
+train_set=train_sp  # run.sh: --train_set train --speed_perturb_factors "0.9 1.0 1.1" -> students train on train_sp
 while [ $# -gt 0 ]; do
     case "$1" in
         --settings) settings=$2; shift 2 ;;
         --seeds) seeds=$2; shift 2 ;;
+        --train_set) train_set=$2; shift 2 ;;
         *) echo "$0: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -30,7 +33,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p exp
 echo "$(date '+%F %T') cd $(pwd) && ${command_line}" >> exp/commands.log
 for t in teacher_conventional teacher_oracle; do
-    [ -f "exp/${t}/posteriors/train/post.scp" ] || { echo "$0: run stages 1-7 first (exp/${t}/posteriors)" >&2; exit 1; }
+    [ -f "exp/${t}/posteriors/${train_set}/post.scp" ] \
+        || { echo "$0: run stages 1-7 first (exp/${t}/posteriors/${train_set}; --train_set: the students' training set)" >&2; exit 1; }
 done
 for setting in ${settings}; do
     if [[ ! ${setting} =~ ^a([0-9.]+)_t([0-9.]+)_(all|nonblank|renorm|matched)$ ]]; then
@@ -81,7 +85,7 @@ for setting in ${settings}; do
             for pair in teacher_conventional:convkd teacher_oracle:oraclekd; do
                 t=${pair%%:*} system=${pair#*:}
                 if ! answer=$(python -m espnet_oracle.bin.kd_matched_weight \
-                        --post_scp "exp/${t}/posteriors/train/post.scp" --kd_weight "${alpha}"); then
+                        --post_scp "exp/${t}/posteriors/${train_set}/post.scp" --kd_weight "${alpha}"); then
                     ok=false; echo "$0: setting ${setting}: could not measure the non-blank share of ${t}" >&2
                     continue
                 fi

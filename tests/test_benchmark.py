@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from espnet_oracle.bin import benchmark
 
@@ -17,6 +18,8 @@ STUDENT_YAML = Path(__file__).resolve().parents[1] / "conf" / "train_student.yam
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "<sos/eos>"]
 TINY_STUDENT_ARGS = ["--encoder_conf", "output_size=16", "--encoder_conf", "attention_heads=2",
                      "--encoder_conf", "linear_units=32", "--encoder_conf", "num_blocks=1"]
+# the student's feature dimension, as its config says (the stats file is written before the build)
+FEAT_DIM = yaml.safe_load(STUDENT_YAML.read_text(encoding="utf-8"))["input_size"]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,7 @@ def stats_file(tmp_path_factory):
     """Global-MVN stats far from the data's own, so normalising visibly changes the input."""
     path = tmp_path_factory.mktemp("stats") / "feats_stats.npz"
     count = 1000
-    mean, std = np.full(80, 3.0), np.full(80, 2.0)
+    mean, std = np.full(FEAT_DIM, 3.0), np.full(FEAT_DIM, 2.0)
     np.savez(path, count=np.array(count), sum=mean * count, sum_square=(std**2 + mean**2) * count)
     return path
 
@@ -34,12 +37,13 @@ def test_every_step_gets_an_unmodified_copy(task, token_file, stats_file):
     model = benchmark.build(str(STUDENT_YAML), str(token_file), str(stats_file), "espnet",
                             TINY_STUDENT_ARGS)
     assert type(model.normalize).__name__ == "GlobalMVN"
+    assert model.normalize.mean.shape == (FEAT_DIM,)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(1)
     lengths = torch.tensor([60, 45])
-    speech = torch.zeros(2, 60, 80)
+    speech = torch.zeros(2, 60, FEAT_DIM)
     for i, n in enumerate(lengths.tolist()):
-        speech[i, :n] = 10.0 + torch.randn(n, 80, generator=g)
+        speech[i, :n] = 10.0 + torch.randn(n, FEAT_DIM, generator=g)
     text = torch.tensor([[2, 3, 4], [3, 2, -1]])
     batch = dict(speech=speech, speech_lengths=lengths, text=text, text_lengths=torch.tensor([3, 2]))
     original = {k: v.clone() for k, v in batch.items()}

@@ -15,10 +15,13 @@ TINY = [
     "--encoder_conf", "num_blocks=1",
     "--specaug", "none",
 ]
+# the conventional teacher (conf/train_teacher_conventional.yaml) shrunk the same way
+TINY_TEACHER = ["--encoder_conf", "output_size=16", "--encoder_conf", "num_blocks=1"]
 
 
 @pytest.fixture(scope="module")
 def build(task, token_file, tmp_path_factory):
+    """build(config, *extra) -> (model, args); ``args.input_size`` is the model's feature dim."""
     out = tmp_path_factory.mktemp("out")
 
     def _build(config, *extra):
@@ -27,7 +30,7 @@ def build(task, token_file, tmp_path_factory):
              "--normalize", "utterance_mvn", "--output_dir", str(out), *extra]
         )
         torch.manual_seed(0)
-        return task.build_model(args).eval()
+        return task.build_model(args).eval(), args
 
     return _build
 
@@ -36,30 +39,29 @@ def conv2d_frames(t: int) -> int:
     return ((t - 1) // 2 - 1) // 2
 
 
-def batch(lengths, seed=0):
+def batch(lengths, feat_dim, seed=0):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.tensor(lengths)
-    speech = torch.zeros(len(lengths), int(lengths.max()), 80)
+    speech = torch.zeros(len(lengths), int(lengths.max()), feat_dim)
     for i, n in enumerate(lengths.tolist()):
-        speech[i, :n] = torch.randn(n, 80, generator=g)
+        speech[i, :n] = torch.randn(n, feat_dim, generator=g)
     return speech, lengths
 
 
 def test_plain_models_get_the_hook(build):
     """The conventional teacher and the no-KD students (model: espnet) count frames like the KD ones."""
-    for config, extra in (("train_teacher_conventional.yaml", ["--encoder_conf", "output_size=16",
-                                                               "--encoder_conf", "num_blocks=1"]),
+    for config, extra in (("train_teacher_conventional.yaml", TINY_TEACHER),
                           ("train_student.yaml", TINY)):
-        model = build(config, *extra)
-        speech, lengths = batch([96, 70, 81])
+        model, args = build(config, *extra)
+        speech, lengths = batch([96, 70, 81], args.input_size)
         with torch.no_grad():
             _, batched = model.encode(speech.clone(), lengths)
         assert batched.tolist() == [conv2d_frames(n) for n in lengths.tolist()], config
 
 
 def test_too_short_utterance_is_named(build):
-    model = build("train_student.yaml", *TINY)
-    speech, lengths = batch([60, 5, 40])
+    model, args = build("train_student.yaml", *TINY)
+    speech, lengths = batch([60, 5, 40], args.input_size)
     text = torch.tensor([[2, 3], [2, -1], [4, -1]])
     text_lengths = torch.tensor([2, 1, 1])
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import TooShortForSubsamplingError
@@ -74,7 +76,7 @@ def test_too_short_utterance_is_named(build):
 def test_hook_is_thread_safe(build):
     """Two threads (as DataParallel replicas) share the hook: while one measures a new length,
     the other's batch must still get exact lengths (a shared 'busy' flag skipped it)."""
-    model = build("train_student.yaml", *TINY)
+    model, args = build("train_student.yaml", *TINY)
     embed = model.encoder.embed
     original_forward = embed.forward
     other_done = threading.Event()
@@ -91,7 +93,7 @@ def test_hook_is_thread_safe(build):
     results = {}
 
     def run(name, lengths):
-        speech, lens = batch(lengths)
+        speech, lens = batch(lengths, args.input_size)
         with torch.no_grad():
             _, out = model.encode(speech, lens)
         results[name] = out.tolist()
@@ -110,20 +112,29 @@ def test_hook_is_thread_safe(build):
     assert results["a"] == [conv2d_frames(n) for n in (slow_length, 50)]
 
 
-def test_too_short_utterance_is_named_when_dumping_or_decoding(build):
+@pytest.mark.parametrize("config,extra", [("train_student.yaml", TINY),
+                                          ("train_teacher_conventional.yaml", TINY_TEACHER)])
+def test_too_short_utterance_is_named_when_dumping_or_decoding(build, config, extra):
     """Stage 6/7/9 encode length-sorted batches through utils.inference: the error must name
-    the utterance there too, not a position in a batch the user never sees."""
+    the utterance there too, not a position in a batch the user never sees (also when a
+    padding-sensitive encoder, e.g. the conformer teacher, is run one utterance at a time)."""
     import numpy as np
 
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import TooShortForSubsamplingError
     from espnet_oracle.utils.inference import Utterance, encode_batch
 
-    model = build("train_student.yaml", *TINY)
-    speech, lengths = batch([60, 5, 40])
+    model, args = build(config, *extra)
+    speech, lengths = batch([60, 5, 40], args.input_size)
     utterances = [Utterance(u, speech[i, :n].numpy(), "a", np.array([2]))
                   for i, (u, n) in enumerate(zip(["spk-long", "spk-short", "spk-mid"], lengths.tolist()))]
     with pytest.raises(TooShortForSubsamplingError, match=r"utterance spk-short: 5 input frames"):
         encode_batch(model, utterances)
+    # a batch of too-short utterances only (ESPnet's encoder refuses it as a whole): named too
+    shorter = Utterance("spk-shorter", speech[1, :4].numpy(), "a", np.array([2]))
+    with pytest.raises(TooShortForSubsamplingError, match=r"spk-short\b.* 5 input frames"):
+        encode_batch(model, [utterances[1], shorter])
+    with pytest.raises(TooShortForSubsamplingError, match=r"utterance spk-shorter: 4 input frames"):
+        encode_batch(model, [shorter])
     # the ids do not outlive the call
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import current_utt_ids
 

@@ -6,6 +6,7 @@ appended to, and sweeps go on past a failed setting and name it at the end.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -154,6 +155,13 @@ def test_run_slurm_failing_job_cancels_the_others(tmp_path):
 # ---- run.sh: background teachers ----
 
 
+def run_sh_option(name: str) -> str:
+    """The value run.sh passes to scripts/oracle_asr.sh for --<name> (its recipe default)."""
+    found = re.findall(rf'--{name} ("[^"]*"|\S+)', (ROOT / "run.sh").read_text())
+    assert len(found) == 1, (name, found)
+    return found[0].strip('"')
+
+
 def test_run_sh_failing_background_teacher_ends_the_other(tmp_path):
     """Stages 4 and 5 side by side: when the conventional teacher's training fails, the Oracle
     Teacher's (still running) is ended and run.sh stops at once, naming the failed stage."""
@@ -169,10 +177,14 @@ def test_run_sh_failing_background_teacher_ends_the_other(tmp_path):
         "esac\n"
     ))
     (recipe / "cmd.sh").write_text(f'export train_cmd="{fake}" decode_cmd="{fake}"\n')
-    (recipe / "data" / "token_list" / "char").mkdir(parents=True)
-    (recipe / "data" / "token_list" / "char" / "tokens.txt").write_text("<blank>\n<unk>\na\n<sos/eos>\n")
-    (recipe / "dump" / "fbank" / "train").mkdir(parents=True)
-    (recipe / "dump" / "fbank" / "train" / "feats_stats.npz").write_bytes(b"fake")
+    # what stages 1-3 leave for stage 4 with run.sh's defaults (token type; the training set,
+    # data/<train_set>_sp with speed perturbation)
+    tokens = recipe / "data" / "token_list" / run_sh_option("token_type") / "tokens.txt"
+    tokens.parent.mkdir(parents=True)
+    tokens.write_text("<blank>\n<unk>\na\n<sos/eos>\n")
+    train_set = run_sh_option("train_set") + ("_sp" if run_sh_option("speed_perturb_factors") else "")
+    (recipe / "dump" / "fbank" / train_set).mkdir(parents=True)
+    (recipe / "dump" / "fbank" / train_set / "feats_stats.npz").write_bytes(b"fake")
     started = time.time()
     result = subprocess.run(
         [str(ROOT / "run.sh"), "--stage", "4", "--stop_stage", "5", "--ngpu", "0"],

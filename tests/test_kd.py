@@ -155,24 +155,35 @@ def build(task, token_file, tmp_path_factory):
                 *extra,
             ]
         )
-        return task.build_model(args)
+        return task.build_model(args), args
 
     return _build
 
 
 @pytest.fixture(scope="module")
-def student(build):
+def student_and_args(build):
     torch.manual_seed(0)
-    model = build("--model", "kd_student", "--model_conf", "kd_weight=0.3")
-    return model.eval()
+    model, args = build("--model", "kd_student", "--model_conf", "kd_weight=0.3")
+    return model.eval(), args
 
 
-def speech_batch(seed=10, lengths=(96, 70, 81)):
+@pytest.fixture(scope="module")
+def student(student_and_args):
+    return student_and_args[0]
+
+
+@pytest.fixture(scope="module")
+def feat_dim(student_and_args):
+    """The student's feature dimension, as its config says (``input_size``)."""
+    return student_and_args[1].input_size
+
+
+def speech_batch(feat_dim, seed=10, lengths=(96, 70, 81)):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.tensor(lengths)
-    speech = torch.zeros(len(lengths), int(lengths.max()), 80)
+    speech = torch.zeros(len(lengths), int(lengths.max()), feat_dim)
     for i, n in enumerate(lengths.tolist()):
-        speech[i, :n] = torch.randn(n, 80, generator=g)
+        speech[i, :n] = torch.randn(n, feat_dim, generator=g)
     tl = torch.tensor([5, 3, 4])[: len(lengths)]
     text = torch.full((len(lengths), int(tl.max())), -1)
     for i, n in enumerate(tl.tolist()):
@@ -197,10 +208,10 @@ def test_student_builds_as_kd_student(student):
     assert student.decoder is None and student.vocab_size == V
 
 
-def test_kd_weight_zero_equals_plain_ctc(build, student):
+def test_kd_weight_zero_equals_plain_ctc(build, student, feat_dim):
     torch.manual_seed(1)
-    kd0 = build("--model", "kd_student", "--model_conf", "kd_weight=0.0").eval()
-    stock = build("--model", "espnet").eval()
+    kd0 = build("--model", "kd_student", "--model_conf", "kd_weight=0.0")[0].eval()
+    stock = build("--model", "espnet")[0].eval()
     assert type(stock).__name__ == "ESPnetASRModel"
     kd0.load_state_dict(student.state_dict())
     stock.load_state_dict(student.state_dict())  # no parameters beyond a plain CTC model
@@ -208,7 +219,7 @@ def test_kd_weight_zero_equals_plain_ctc(build, student):
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import install_exact_subsampling_lengths
 
     install_exact_subsampling_lengths(stock.encoder)
-    speech, lengths, text, tl = speech_batch()
+    speech, lengths, text, tl = speech_batch(feat_dim)
     enc, lens = _encode(kd0, speech, lengths)
     g = torch.Generator().manual_seed(11)
     teacher = torch.log_softmax(torch.randn(3, enc.size(1), V, generator=g) * 3, -1)
@@ -223,8 +234,8 @@ def test_kd_weight_zero_equals_plain_ctc(build, student):
     assert int(weight) == int(ref_weight) == 3
 
 
-def test_kd_loss_zero_for_own_posteriors(student):
-    speech, lengths, text, tl = speech_batch()
+def test_kd_loss_zero_for_own_posteriors(student, feat_dim):
+    speech, lengths, text, tl = speech_batch(feat_dim)
     enc, lens = _encode(student, speech, lengths)
     own = student.ctc.log_softmax(enc)
     for tau in (1.0, 3.0):
@@ -241,17 +252,17 @@ def test_kd_loss_zero_for_own_posteriors(student):
 
 @pytest.mark.parametrize("alpha,tau,frames", [(0.3, 1.0, "all"), (0.6, 2.5, "all"),
                                               (1.0, 2.0, "all"), (0.5, 2.0, "teacher_nonblank")])
-def test_kd_loss_formula(build, student, alpha, tau, frames):
+def test_kd_loss_formula(build, student, alpha, tau, frames, feat_dim):
     """loss = (1 - a) * CTC + a * tau^2 * sum_frames KL(p_t^tau || p_s^tau) / B."""
     model = build(
         "--model", "kd_student",
         "--model_conf", f"kd_weight={alpha}",
         "--model_conf", f"kd_temperature={tau}",
         "--model_conf", f"kd_frames={frames}",
-    ).eval()
+    )[0].eval()
     model.load_state_dict(student.state_dict())
     assert model.kd_weight == alpha and model.kd_temperature == tau and model.kd_frames == frames
-    speech, lengths, text, tl = speech_batch()
+    speech, lengths, text, tl = speech_batch(feat_dim)
     enc, lens = _encode(model, speech, lengths)
     g = torch.Generator().manual_seed(12)
     teacher = torch.log_softmax(torch.randn(3, enc.size(1), V, generator=g) * 3, -1)
@@ -273,8 +284,8 @@ def test_kd_loss_formula(build, student, alpha, tau, frames):
     assert float(stats["loss"]) == pytest.approx(float(loss), rel=1e-6)
 
 
-def test_kd_gradient_flows(student):
-    speech, lengths, text, tl = speech_batch()
+def test_kd_gradient_flows(student, feat_dim):
+    speech, lengths, text, tl = speech_batch(feat_dim)
     enc, lens = _encode(student, speech, lengths)
     teacher = torch.log_softmax(torch.randn(3, enc.size(1), V), -1)
     student.zero_grad()
@@ -287,10 +298,10 @@ def test_kd_gradient_flows(student):
     student.zero_grad()
 
 
-def test_frame_count_mismatch_names_utterance(student):
+def test_frame_count_mismatch_names_utterance(student, feat_dim):
     from espnet_oracle.asr.kd_student_model import FrameMismatchError
 
-    speech, lengths, text, tl = speech_batch()
+    speech, lengths, text, tl = speech_batch(feat_dim)
     enc, lens = _encode(student, speech, lengths)
     teacher = torch.log_softmax(torch.randn(3, enc.size(1), V), -1)
     bad = lens.clone()
@@ -309,10 +320,10 @@ def test_frame_count_mismatch_names_utterance(student):
         student(speech.clone(), lengths, text, tl, teacher_post=teacher, teacher_post_lengths=bad)
 
 
-def test_vocabulary_mismatch_raises(student):
+def test_vocabulary_mismatch_raises(student, feat_dim):
     from espnet_oracle.asr.kd_student_model import FrameMismatchError
 
-    speech, lengths, text, tl = speech_batch()
+    speech, lengths, text, tl = speech_batch(feat_dim)
     enc, lens = _encode(student, speech, lengths)
     teacher = torch.log_softmax(torch.randn(3, enc.size(1), V + 1), -1)
     with pytest.raises(FrameMismatchError, match=f"{V + 1} classes.*{V}"):
@@ -320,8 +331,8 @@ def test_vocabulary_mismatch_raises(student):
                 teacher_post_lengths=lens, utt_id=UTT_IDS)
 
 
-def test_missing_teacher_posteriors_raises(student):
-    speech, lengths, text, tl = speech_batch()
+def test_missing_teacher_posteriors_raises(student, feat_dim):
+    speech, lengths, text, tl = speech_batch(feat_dim)
     with pytest.raises(ValueError, match="teacher_posterior"):
         student(speech.clone(), lengths, text, tl)
     with pytest.raises(ValueError, match="teacher posteriors"):
@@ -333,7 +344,7 @@ def test_time_warp_is_refused(build):
         build("--model", "kd_student", "--specaug_conf", "apply_time_warp=true")
     # stock ESPnet models still accept it; masking-only SpecAug is fine for the student
     build("--model", "espnet", "--specaug_conf", "apply_time_warp=true")
-    model = build("--model", "kd_student")
+    model, _ = build("--model", "kd_student")
     assert model.specaug is not None and model.specaug.time_warp is None
 
 
@@ -358,8 +369,8 @@ ESPNET_CONV2D_BATCH_DEPENDENCE = (
 )
 
 
-def test_batched_and_single_lengths_agree(student):
-    speech, lengths, text, tl = speech_batch()
+def test_batched_and_single_lengths_agree(student, feat_dim):
+    speech, lengths, text, tl = speech_batch(feat_dim)
     _, batched = _encode(student, speech, lengths)
     single = []
     for i, n in enumerate(lengths.tolist()):
@@ -369,9 +380,9 @@ def test_batched_and_single_lengths_agree(student):
     assert batched.tolist() == single  # fails: [23, 18, 21] != [23, 16, 19]
 
 
-def test_single_utterance_posteriors_fit_single_utterance_batches(student):
+def test_single_utterance_posteriors_fit_single_utterance_batches(student, feat_dim):
     """What does hold: posteriors dumped one utterance at a time fit a batch of one."""
-    speech, lengths, text, tl = speech_batch()
+    speech, lengths, text, tl = speech_batch(feat_dim)
     for i, n in enumerate(lengths.tolist()):
         x, xl = speech[i : i + 1, :n], lengths[i : i + 1]
         enc, lens = _encode(student, x, xl)

@@ -289,12 +289,13 @@ def build(task, token_file, tmp_path_factory):
     return _build
 
 
-def speech_batch(seed=10, lengths=(96, 70, 81), text_lengths=(5, 3, 4)):
+def speech_batch(feat_dim, seed=10, lengths=(96, 70, 81), text_lengths=(5, 3, 4)):
+    """Features of ``feat_dim`` bins: the ``input_size`` of the args the model was built from."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.tensor(lengths)
-    speech = torch.zeros(len(lengths), int(lengths.max()), 80)
+    speech = torch.zeros(len(lengths), int(lengths.max()), feat_dim)
     for i, n in enumerate(lengths.tolist()):
-        speech[i, :n] = torch.randn(n, 80, generator=g)
+        speech[i, :n] = torch.randn(n, feat_dim, generator=g)
     tl = torch.tensor(text_lengths)
     text = torch.full((len(lengths), int(tl.max())), -1)
     for i, n in enumerate(tl.tolist()):
@@ -321,9 +322,9 @@ def _student(build, state, *conf):
     extra = []
     for c in conf:
         extra += ["--model_conf", c]
-    model, _ = build("train_student.yaml", *TINY_STUDENT_ARGS, "--model", "kd_student", *extra)
+    model, args = build("train_student.yaml", *TINY_STUDENT_ARGS, "--model", "kd_student", *extra)
     model.load_state_dict(state)
-    return model.eval()
+    return model.eval(), args
 
 
 @pytest.mark.parametrize("alpha,tau,frames,g,s", [
@@ -334,10 +335,10 @@ def _student(build, state, *conf):
 ])
 def test_student_loss_formula(build, student_state, alpha, tau, frames, g, s):
     """loss = (1-a) CTC + a tau^2 KD + g GuidedCTC + s SeqKD, each summed per utterance / B."""
-    model = _student(build, student_state, f"kd_weight={alpha}", f"kd_temperature={tau}",
-                     f"kd_frames={frames}", f"guided_ctc_weight={g}", f"seq_kd_weight={s}")
+    model, args = _student(build, student_state, f"kd_weight={alpha}", f"kd_temperature={tau}",
+                           f"kd_frames={frames}", f"guided_ctc_weight={g}", f"seq_kd_weight={s}")
     assert (model.kd_frames, model.guided_ctc_weight, model.seq_kd_weight) == (frames, g, s)
-    speech, lengths, text, tl = speech_batch()
+    speech, lengths, text, tl = speech_batch(args.input_size)
     with torch.no_grad():
         enc, lens = model.encode(speech.clone(), lengths)
         logits = model.ctc.ctc_lo(enc)
@@ -368,8 +369,8 @@ def test_student_loss_formula(build, student_state, alpha, tau, frames, g, s):
 
 
 def test_seq_kd_with_the_true_transcript_is_ctc(build, student_state):
-    model = _student(build, student_state, "kd_weight=0.0", "seq_kd_weight=1.0")
-    speech, lengths, text, tl = speech_batch()
+    model, args = _student(build, student_state, "kd_weight=0.0", "seq_kd_weight=1.0")
+    speech, lengths, text, tl = speech_batch(args.input_size)
     nbest = [[(1.0, text[i, : tl[i]].tolist())] for i in range(3)]
     hyp, hyp_lens = packed_batch(nbest)
     with torch.no_grad():  # no posteriors needed for sequence-level KD alone
@@ -388,8 +389,8 @@ def test_seq_kd_with_the_true_transcript_is_ctc(build, student_state):
 
 
 def test_student_option_checks_and_guided_gradient(build, student_state):
-    model = _student(build, student_state, "kd_weight=0.0", "guided_ctc_weight=1.0")
-    speech, lengths, text, tl = speech_batch()
+    model, args = _student(build, student_state, "kd_weight=0.0", "guided_ctc_weight=1.0")
+    speech, lengths, text, tl = speech_batch(args.input_size)
     with pytest.raises(ValueError, match="guided_ctc_weight"):
         model(speech.clone(), lengths, text, tl)  # guided CTC needs the posteriors
     with torch.no_grad():
@@ -426,11 +427,11 @@ def test_self_distill_builds_and_encodes_source_path(self_distill):
     from espnet_oracle.asr.oracle_self_distill_model import OracleSelfDistillModel
     from espnet_oracle.utils.inference import is_oracle
 
-    model, _ = self_distill
+    model, args = self_distill
     assert type(model) is OracleSelfDistillModel and not is_oracle(model)
     assert (model.source_ctc_weight, model.oracle_ctc_weight, model.kd_weight,
             model.kd_temperature, model.kd_frames) == (1.0, 1.0, 0.5, 2.0, "all")
-    speech, lengths, text, tl = speech_batch()
+    speech, lengths, text, tl = speech_batch(args.input_size)
     with torch.no_grad():
         enc, lens = model.encode(speech.clone(), lengths)
         out = model.encode_with_target(speech.clone(), lengths, text, tl)
@@ -442,10 +443,10 @@ def test_self_distill_builds_and_encodes_source_path(self_distill):
 
 @pytest.mark.parametrize("frames", ["all", "teacher_nonblank_renorm"])
 def test_self_distill_loss_formula(self_distill, frames):
-    model, _ = self_distill
+    model, args = self_distill
     model.kd_frames = frames
     try:
-        speech, lengths, text, tl = speech_batch()
+        speech, lengths, text, tl = speech_batch(args.input_size)
         with torch.no_grad():
             loss, stats, weight = model(speech.clone(), lengths, text, tl)
             out = model.encode_with_target(speech.clone(), lengths, text, tl)
@@ -466,12 +467,12 @@ def test_self_distill_loss_formula(self_distill, frames):
 
 
 def test_self_distill_kd_stops_gradient_at_the_oracle_path(self_distill):
-    model, _ = self_distill
+    model, args = self_distill
     weights = (model.source_ctc_weight, model.oracle_ctc_weight)
     model.source_ctc_weight, model.oracle_ctc_weight = 0.0, 0.0  # the KL term alone
     try:
         model.zero_grad()
-        speech, lengths, text, tl = speech_batch()
+        speech, lengths, text, tl = speech_batch(args.input_size)
         loss, _, _ = model(speech.clone(), lengths, text, tl)
         loss.backward()
         enc = model.encoder
@@ -524,7 +525,7 @@ def test_self_distill_exports_as_plain_espnet_model(self_distill, tmp_path):
     state = torch.load(exp / "inference.pth")
     assert set(state) == set(plain.state_dict())  # nothing missing or left over (loading is lax)
     plain.eval()
-    speech, lengths, text, tl = speech_batch()
+    speech, lengths, text, tl = speech_batch(args.input_size)
     for i, n in enumerate(lengths.tolist()):  # one utterance at a time: no padding rule involved
         x, xl = speech[i : i + 1, :n], lengths[i : i + 1]
         with torch.no_grad():

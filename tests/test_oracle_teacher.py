@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "e", "f", "g", "h", "<sos/eos>"]
 V = len(TOKENS)
-FEAT_DIM = 20  # encoder-level tests; the YAML configs use 80
+FEAT_DIM = 20  # encoder-level tests; models built from conf/*.yaml read their own (args.input_size)
 
 TINY_TRANSFORMER = dict(
     output_size=32,
@@ -254,25 +254,31 @@ def test_encoder_rejects_oracle_source(task):
 # model through the task: gradients, errors, aux CTC
 
 
-def speech_batch(seed=4):
+def speech_batch(feat_dim, seed=4):
+    """Features of the model's input size (``args.input_size`` of the config it was built from)."""
     g = torch.Generator().manual_seed(seed)
-    speech, lengths = make_feats([90, 64, 75], 80, g)
+    speech, lengths = make_feats([90, 64, 75], feat_dim, g)
     text, tlens = make_text([6, 3, 4], g)
     return speech, lengths, text, tlens
 
 
+def encoder_input_size(model, args):
+    """What the encoder reads: the preencoder's output if the config has one, else the features."""
+    return model.preencoder.output_size() if model.preencoder is not None else args.input_size
+
+
 @pytest.fixture(scope="module")
 def tiny_oracle(build):
+    """(model, args) of the Oracle Teacher YAML shrunk to d=32, one block."""
     torch.manual_seed(0)
-    model, args = build("train_teacher_oracle.yaml", *TINY_ORACLE_ARGS)
-    return model
+    return build("train_teacher_oracle.yaml", *TINY_ORACLE_ARGS)
 
 
 def test_gradients_reach_source_and_target_sides(tiny_oracle):
-    model = tiny_oracle
+    model, args = tiny_oracle
     model.train()
     model.zero_grad()
-    speech, lengths, text, tlens = speech_batch()
+    speech, lengths, text, tlens = speech_batch(args.input_size)
     loss, stats, weight = model(speech, lengths, text, tlens)
     assert torch.isfinite(loss)
     loss.backward()
@@ -285,7 +291,15 @@ def test_gradients_reach_source_and_target_sides(tiny_oracle):
 
     assert grad_norm(enc.source_encoder.embed) > 0  # conv2d subsampling
     assert grad_norm(enc.source_encoder.encoders) > 0
-    assert grad_norm(model.preencoder) > 0
+    # the first layer on the features: the preencoder if the config has one, else the
+    # source encoder's input layer (conv2d subsampling: its first convolution)
+    assert (model.preencoder is None) == (args.preencoder is None)
+    if model.preencoder is not None:
+        assert grad_norm(model.preencoder) > 0
+    else:
+        first = next(m for m in enc.source_encoder.embed.modules()
+                     if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+        assert grad_norm(first) > 0
     # rows of the tokens used in the batch get a gradient
     emb_grad = enc.target_embedding.weight.grad
     used = sorted(set(text[text >= 0].tolist()))
@@ -301,20 +315,22 @@ def test_gradients_reach_source_and_target_sides(tiny_oracle):
 
 
 def test_forward_without_text_raises(task, tiny_oracle):
-    enc = tiny_oracle.encoder
-    xs = torch.randn(1, 40, 32)
+    model, args = tiny_oracle
+    enc = model.encoder
+    xs = torch.randn(1, 40, encoder_input_size(model, args))
     with pytest.raises(ValueError, match="transcript"):
         enc(xs, torch.tensor([40]))
     with pytest.raises(ValueError, match="transcript"):
         enc(xs, torch.tensor([40]), text=torch.tensor([[2]]))  # lengths missing
-    speech, lengths, _, _ = speech_batch()
+    speech, lengths, _, _ = speech_batch(args.input_size)
     with pytest.raises(ValueError, match="transcript"):
-        tiny_oracle.encode(speech, lengths)
+        model.encode(speech, lengths)
 
 
 def test_model_encode_with_text(tiny_oracle):
-    model = tiny_oracle.eval()
-    speech, lengths, text, tlens = speech_batch()
+    model, args = tiny_oracle
+    model.eval()
+    speech, lengths, text, tlens = speech_batch(args.input_size)
     with torch.no_grad():
         out, olens = model.encode(speech, lengths, text, tlens)
     assert out.shape == (3, int(olens.max()), 32)
@@ -332,7 +348,7 @@ def test_aux_source_ctc_weight(build):
     aux.load_state_dict(plain.state_dict())
     plain.eval()
     aux.eval()
-    speech, lengths, text, tlens = speech_batch()
+    speech, lengths, text, tlens = speech_batch(args.input_size)
     with torch.no_grad():
         loss_p, stats_p, _ = plain(speech.clone(), lengths, text, tlens)
         loss_a, stats_a, _ = aux(speech.clone(), lengths, text, tlens)

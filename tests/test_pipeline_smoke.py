@@ -107,6 +107,30 @@ def set_ids(recipe: Path, name: str) -> set:
     return set(read_map(recipe / "data" / name / "text"))
 
 
+def teacher_config(recipe: Path) -> dict:
+    return yaml.safe_load((recipe / "exp" / "teacher_conventional" / "config.yaml").read_text())
+
+
+def train_set(recipe: Path) -> str:
+    """The set the models trained on, from the conventional teacher's config: run.sh's data/train,
+    speed-perturbed to data/train_sp (its --speed_perturb_factors)."""
+    speech = [p for p, name, _ in teacher_config(recipe)["train_data_path_and_name_and_type"] if name == "speech"]
+    assert len(speech) == 1, speech
+    return Path(speech[0]).parent.name
+
+
+def speed_factors(stdout: str) -> list:
+    """The factors stage 1 perturbed the training set with (it logs them)."""
+    found = re.findall(r"speed perturbation \(([^)]*)\) -> data/(\S+)", stdout)
+    assert len(found) == 1, found
+    return found[0][0].split()
+
+
+def set_size(name: str, stdout: str) -> int:
+    """SIZES; the speed-perturbed training set holds one copy of data/train per factor."""
+    return SIZES[name] if name in SIZES else len(speed_factors(stdout)) * SIZES["train"]
+
+
 def student_dir(exp: Path, system: str) -> Path:
     """The seed-1 dir of a student system, whatever settings its name carries."""
     dirs = sorted(set(exp.glob(f"student_{system}_seed1")) | set(exp.glob(f"student_{system}_*seed1")))
@@ -143,7 +167,8 @@ def test_every_stage_prints_its_number(recipe):
 
 
 def test_stages_0_to_3_outputs(recipe):
-    recipe, _ = recipe
+    recipe, stdout = recipe
+    trained_on = train_set(recipe)
     for name, size in SIZES.items():
         data = recipe / "data" / name
         for f in ("wav.scp", "text", "utt2spk", "spk2utt", "utt2snr", "utt2noise", "word_align"):
@@ -152,12 +177,42 @@ def test_stages_0_to_3_outputs(recipe):
         assert len(ids) == size
         for f in ("wav.scp", "utt2spk", "utt2snr", "utt2noise"):
             assert set(read_map(data / f)) == ids, f"{data / f} does not cover {data / 'text'}"
+    # speed perturbation (run.sh's default): the models train on data/train_sp, data/train and
+    # its sp<f>- copies with the same transcripts
+    factors = speed_factors(stdout)
+    assert trained_on == "train_sp" and "1.0" in factors and len(factors) > 1, (trained_on, factors)
+    train, sp = read_map(recipe / "data" / "train" / "text"), read_map(recipe / "data" / trained_on / "text")
+    copies = {f"sp{f}-{utt}": text for f in factors if float(f) != 1.0 for utt, text in train.items()}
+    assert sp == {**train, **copies}
+    for f in ("wav.scp", "utt2spk", "spk2utt"):
+        assert (recipe / "data" / trained_on / f).is_file(), f"missing data/{trained_on}/{f}"
+    assert set(read_map(recipe / "data" / trained_on / "wav.scp")) == set(sp)
+    # the training set and the sets decoded are dumped (data/train itself is not trained on), one
+    # feature vector of the configs' input_size (run.sh: --n_mels) per 10 ms
+    dims = {yaml.safe_load(f.read_text())["input_size"] for f in (recipe / "conf").glob("train_*.yaml")}
+    assert len(dims) == 1, dims
+    for name in [trained_on] + [n for n in SIZES if n != "train"]:
+        ids = set_ids(recipe, name)
         dump = recipe / "dump" / "fbank" / name
-        assert set(read_map(dump / "feats.scp")) == ids
-        assert set(read_map(dump / "text")) == ids
-    assert (recipe / "dump" / "fbank" / "train" / "feats_stats.npz").is_file()
-    tokens = (recipe / "data" / "token_list" / "char" / "tokens.txt").read_text().split("\n")
-    assert tokens[0] == "<blank>" and tokens[1] == "<unk>"
+        assert set(read_map(dump / "feats.scp")) == ids, name
+        assert set(read_map(dump / "text")) == ids, name
+        shapes = read_map(dump / "feats_shape")
+        assert set(shapes) == ids and all(v.split(",")[1] == str(*dims) for v in shapes.values()), name
+    # factor f: 1/f of the original length (frames of 10 ms, 25 ms windows: +-2 frames)
+    shapes = read_map(recipe / "dump" / "fbank" / trained_on / "feats_shape")
+    frames = {u: int(v.split(",")[0]) for u, v in shapes.items()}
+    for f in factors:
+        for utt in train:
+            n = frames[utt if float(f) == 1.0 else f"sp{f}-{utt}"]
+            assert abs(n - ((frames[utt] + 1.5) / float(f) - 1.5)) <= 2, (f, utt, n, frames[utt])
+    assert (recipe / "dump" / "fbank" / trained_on / "feats_stats.npz").is_file()
+    config = teacher_config(recipe)
+    tokens = (recipe / "data" / "token_list" / config["token_type"] / "tokens.txt").read_text().split()
+    assert tokens[0] == "<blank>" and tokens[1] == "<unk>" and tokens[-1] == "<sos/eos>"
+    assert tokens == config["token_list"]
+    if config["token_type"] == "word":  # run.sh's default: every word of the training set, once
+        words = {w for text in sp.values() for w in text.split()}
+        assert sorted(tokens[2:-1]) == sorted(words)
 
 
 def test_stage_times_cover_every_stage(recipe):
@@ -261,9 +316,9 @@ def test_teacher_eval_summary(recipe):
 
 
 def test_posterior_dumps(recipe):
-    recipe, _ = recipe
+    recipe, stdout = recipe
     for teacher in TEACHERS:
-        for name in ("train", "dev"):
+        for name in (train_set(recipe), "dev"):  # the students' training and validation sets
             out = recipe / "exp" / teacher / "posteriors" / name
             ids = set_ids(recipe, name)
             assert set(read_map(out / "post.scp")) == ids
@@ -275,7 +330,7 @@ def test_posterior_dumps(recipe):
                 feature_frames = int(shape[utt].split(",")[0])
                 assert n == ((feature_frames - 1) // 2 - 1) // 2 > 0, (utt, n, feature_frames)
             stats = json.loads((out / "stats.json").read_text())
-            assert stats["utterances"] == len(ids) == SIZES[name]
+            assert stats["utterances"] == len(ids) == set_size(name, stdout)
             assert stats["frames"] == sum(frames.values())
             assert stats["bytes"] > 0
             assert stats["bytes_per_frame"] == pytest.approx(stats["bytes"] / stats["frames"])
@@ -534,11 +589,14 @@ def test_student_packs_with_stock_espnet(recipe, tmp_path, monkeypatch):
 
 def test_rerun_is_idempotent(recipe):
     recipe, _ = recipe
+    trained_on = train_set(recipe)
     watched = [
         recipe / "data" / "train" / "text",
-        recipe / "dump" / "fbank" / "train" / "feats.scp",
+        recipe / "data" / trained_on / "text",
+        recipe / "data" / trained_on / "wav.scp",
+        recipe / "dump" / "fbank" / trained_on / "feats.scp",
         recipe / "exp" / "teacher_oracle" / "valid.loss.ave.pth",
-        recipe / "exp" / "teacher_oracle" / "posteriors" / "train" / "post.scp",
+        recipe / "exp" / "teacher_oracle" / "posteriors" / trained_on / "post.scp",
         student_dir(recipe / "exp", "nokd") / "decode_test_greedy" / "text",
         student_dir(recipe / "exp", "oraclekd") / "config.inference.yaml",
     ]

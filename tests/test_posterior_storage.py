@@ -15,6 +15,7 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 import pytest
+import yaml
 
 from espnet_oracle.utils.posteriors import (
     LAYOUT,
@@ -231,11 +232,20 @@ def teacher_dir(task, token_file, tmp_path_factory):
     return exp
 
 
-def _write_feats(feats_dir: Path, seed: int) -> None:
-    """feats.scp + ark + text of three utterances (the same ids for every seed)."""
+def _input_size(exp_dir: Path) -> int:
+    """The feature dimension of the model trained in ``exp_dir`` (its config.yaml)."""
+    return int(yaml.safe_load((exp_dir / "config.yaml").read_text(encoding="utf-8"))["input_size"])
+
+
+# features that no model reads (fingerprints, stamps): any dimension
+UNREAD_FEAT_DIM = 8
+
+
+def _write_feats(feats_dir: Path, seed: int, dim: int) -> None:
+    """feats.scp + ark + text of three utterances of ``dim`` bins (the same ids for every seed)."""
     feats_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    feats = {utt: rng.standard_normal((40 + 8 * i, 80)).astype(np.float32)
+    feats = {utt: rng.standard_normal((40 + 8 * i, dim)).astype(np.float32)
              for i, utt in enumerate(sorted(TEXTS))}
     kaldiio.save_ark(str(feats_dir / "feats.ark"), feats, scp=str(feats_dir / "feats.scp"))
     (feats_dir / "text").write_text("".join(f"{u} {t}\n" for u, t in TEXTS.items()), encoding="utf-8")
@@ -276,7 +286,7 @@ def _check(out_dir: Path, feats_dir: Path, token_file: Path):
 
 def test_dump_is_stamped_and_redumps_on_a_new_model_or_options(teacher_dir, token_file, tmp_path, capsys):
     feats, out = tmp_path / "feats", tmp_path / "post" / "train"
-    _write_feats(feats, seed=0)
+    _write_feats(feats, seed=0, dim=_input_size(teacher_dir))
     _dump(teacher_dir, feats, out, "--topk", "4")
     meta = json.loads((out / "meta.json").read_text())
     stamp = meta["stamp"]
@@ -328,13 +338,13 @@ def test_regenerated_features_are_refused_then_redumped(teacher_dir, token_file,
     from espnet_oracle.bin import check_posteriors
 
     feats, out = tmp_path / "feats", tmp_path / "post" / "dev"
-    _write_feats(feats, seed=0)
+    _write_feats(feats, seed=0, dim=_input_size(teacher_dir))
     _dump(teacher_dir, feats, out, "--topk", "4")
     _check(out, feats, token_file)
     old = _arrays(out)
 
     # stage 2 rerun: same ids, same file names, other values
-    _write_feats(feats, seed=1)
+    _write_feats(feats, seed=1, dim=_input_size(teacher_dir))
     argv = ["--post_scp", str(out / "post.scp"), "--feats_scp", str(feats / "feats.scp"),
             "--token_list", str(token_file)]
     with pytest.raises(SystemExit) as info:
@@ -362,7 +372,7 @@ def test_regenerated_features_are_refused_then_redumped(teacher_dir, token_file,
 
 def test_check_refuses_unstamped_posteriors(tmp_path, token_file):
     feats = tmp_path / "feats"
-    _write_feats(feats, seed=0)
+    _write_feats(feats, seed=0, dim=UNREAD_FEAT_DIM)
     out = tmp_path / "post"
     out.mkdir()
     (out / "post.scp").write_text("")
@@ -376,8 +386,8 @@ def test_check_refuses_unstamped_posteriors(tmp_path, token_file):
 
 def test_features_fingerprint_ignores_the_directory(tmp_path):
     a, b = tmp_path / "a" / "train", tmp_path / "b" / "train"
-    _write_feats(a, seed=0)
-    _write_feats(b, seed=0)
+    _write_feats(a, seed=0, dim=UNREAD_FEAT_DIM)
+    _write_feats(b, seed=0, dim=UNREAD_FEAT_DIM)
     assert features_fingerprint(a / "feats.scp") == features_fingerprint(b / "feats.scp")
-    _write_feats(b, seed=3)
+    _write_feats(b, seed=3, dim=UNREAD_FEAT_DIM)
     assert features_fingerprint(a / "feats.scp") != features_fingerprint(b / "feats.scp")

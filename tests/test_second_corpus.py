@@ -4,7 +4,8 @@ Builds a tiny corpus from a few FSDD recordings renamed into ``<corpus>/audio/<s
 ``<corpus>/index.tsv`` (file, speaker, word), copies egs/TEMPLATE, writes a short local/data.sh and tiny
 configs into the copy, and runs stages 1-10 with ``--token_type bpe`` (fbank resampled 8 -> 16 kHz).
 The data dirs have only wav.scp, text, utt2spk, spk2utt: no word_align, utt2snr or utt2noise.
-The default smoke test (test_pipeline_smoke.py) covers char units and the optional files.
+The default smoke test (test_pipeline_smoke.py) covers the default recipe (word units, speed perturbation)
+and the optional files.
 """
 
 import hashlib
@@ -15,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,9 +105,18 @@ def test_data_and_bpe(recipe):
     tokens = (r / "data" / "token_list" / "bpe" / "tokens.txt").read_text().split()
     assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>" and 4 < len(tokens) <= 23
     assert (r / "data" / "token_list" / "bpe" / "bpe.model").is_file()
-    # 8 kHz audio resampled to 16 kHz: 10 ms frames of 16 kHz input
-    shape = (r / "dump" / "fbank" / "train" / "feats_shape").read_text().split()[1]
-    assert shape.endswith(",80")
+    # 8 kHz audio resampled to the copy's --fs: one feature vector of the configs' input_size per 10 ms
+    dims = {f.name: yaml.safe_load(f.read_text())["input_size"] for f in (r / "conf").glob("*.yaml")}
+    assert len(dims) == 3 and len(set(dims.values())) == 1, dims
+    dim = next(iter(dims.values()))
+    shapes = (r / "dump" / "fbank" / "train" / "feats_shape").read_text().splitlines()
+    for utt, shape in (line.split() for line in shapes):
+        frames, bins = map(int, shape.split(","))
+        assert bins == dim, (utt, shape, dims)
+        wav = next(line.split()[1] for line in (r / "data" / "train" / "wav.scp").read_text().splitlines()
+                   if line.split()[0] == utt)
+        seconds = sf.info(wav).duration
+        assert abs(frames - (1000 * seconds - 25) / 10) <= 2, (utt, frames, seconds)  # 25 ms windows, 10 ms shift
 
 
 def test_scores_and_results(recipe):

@@ -67,8 +67,8 @@ def test_matched_weight_formula():
 
 def test_kd_sweep_goes_on_past_a_failed_setting_and_runs_the_matched_control(tmp_path):
     script, calls, recipe = sweep_tree(tmp_path, "kd_sweep.sh", "--kd_weight|0.9|")
-    write_posteriors(recipe / "exp" / "teacher_conventional" / "posteriors" / "train", nonblank=4)
-    write_posteriors(recipe / "exp" / "teacher_oracle" / "posteriors" / "train", nonblank=2)
+    write_posteriors(recipe / "exp" / "teacher_conventional" / "posteriors" / "train_sp", nonblank=4)
+    write_posteriors(recipe / "exp" / "teacher_oracle" / "posteriors" / "train_sp", nonblank=2)
     result = subprocess.run(
         [str(script), "--settings", "a0.9_t1_all a0.5_t1_nonblank a0.5_t1_matched", "--seeds", "1"],
         cwd=recipe, capture_output=True, text=True, timeout=120,
@@ -85,6 +85,25 @@ def test_kd_sweep_goes_on_past_a_failed_setting_and_runs_the_matched_control(tmp
     assert all("--kd_frames|all|" in r for r in matched)
     assert "s = 0.4000" in result.stdout and "0.2857" in result.stdout
     table = (recipe / "exp" / "kd_sweep" / "a0.5_t1_matched" / "matched_weight.tsv").read_text()
+    assert "teacher_oracle\t0.2000\t10\t0.5\t0.1667" in table
+
+
+def test_kd_sweep_reads_the_posteriors_of_the_students_training_set(tmp_path):
+    """The default recipe trains the students on train_sp (speed perturbation): the sweep needs
+    that set's posteriors, and --train_set names another."""
+    script, calls, recipe = sweep_tree(tmp_path, "kd_sweep.sh", "--never-fails|")
+    write_posteriors(recipe / "exp" / "teacher_conventional" / "posteriors" / "train", nonblank=4)
+    write_posteriors(recipe / "exp" / "teacher_oracle" / "posteriors" / "train", nonblank=2)
+    command = [str(script), "--settings", "a0.5_t1_matched", "--seeds", "1"]
+    result = subprocess.run(command, cwd=recipe, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "posteriors/train_sp" in result.stderr, result.stdout + result.stderr
+    assert not calls.exists()
+    result = subprocess.run(command + ["--train_set", "train"], cwd=recipe, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(calls.read_text().splitlines()) == 2
+    table = (recipe / "exp" / "kd_sweep" / "a0.5_t1_matched" / "matched_weight.tsv").read_text()
+    assert "teacher_conventional\t0.4000\t10\t0.5\t0.2857" in table
     assert "teacher_oracle\t0.2000\t10\t0.5\t0.1667" in table
 
 

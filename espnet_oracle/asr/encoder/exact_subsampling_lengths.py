@@ -93,13 +93,39 @@ def utt_id_context(utt_ids: Optional[Sequence[str]]):
     The model's forward pre-hook does this for ESPnet's trainer, which passes
     ``utt_id``; inference code that calls ``encode``/``encode_with_target``
     directly (teacher evaluation, posterior dump, decoding) wraps the call in this.
+
+    ESPnet's encoders refuse a batch whose padded length is too short for the
+    subsampling (``TooShortUttError``, naming no utterance) before the hook sees it:
+    then every utterance of the batch is too short, and the error is raised again as
+    :class:`TooShortForSubsamplingError` naming them. (A padding-sensitive encoder is
+    run one utterance at a time at inference, so there it is the usual case.)
     """
+    from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
+
     previous = current_utt_ids()
     _batch_context.utt_ids = list(utt_ids) if utt_ids is not None else None
     try:
         yield
+    except TooShortUttError as error:
+        if not utt_ids:
+            raise
+        raise _batch_too_short(list(utt_ids), error) from error
     finally:
         _batch_context.utt_ids = previous
+
+
+def _batch_too_short(utt_ids: List[str], error) -> TooShortForSubsamplingError:
+    """The error for a batch ESPnet's encoder refused as a whole (all its utterances are too short)."""
+    need = f"(it needs more than {error.limit})"
+    if len(utt_ids) == 1:
+        what = f"utterance {utt_ids[0]}: {error.actual_size} input frames are"
+    else:
+        more = f" and {len(utt_ids) - 5} more" if len(utt_ids) > 5 else ""
+        what = f"utterances {', '.join(utt_ids[:5])}{more}: at most {error.actual_size} input frames each are"
+    return TooShortForSubsamplingError(
+        f"{what} too short for the encoder's subsampling {need}. Remove such utterances from the "
+        f"data set (or use a subsampling with a smaller factor)."
+    )
 
 
 def _remember_utt_ids(module, args, kwargs):
