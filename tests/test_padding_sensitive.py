@@ -1,11 +1,13 @@
-"""Padding-sensitive encoders are run one utterance at a time at inference.
+"""Conformer outputs do not depend on their batch.
 
 ESPnet's conformer convolution module runs a depthwise convolution over time without
 masking the padded frames, so in a batch an utterance's encoder output depends on the
 padding after it (i.e. on the longest utterance that shares its batch). The recipe's
-teachers are conformers (conf/train_teacher_*.yaml): ``utils.inference.padding_sensitive``
-says so, and ``encode_batch`` (posterior dumps, decodes, probes) then encodes each
-utterance alone. Transformer encoders mask padding in attention and stay batched.
+teachers are conformers (conf/train_teacher_*.yaml). Every model the task builds masks the
+padding before those convolutions (``asr/encoder/conformer_padding_mask.py``), so one padded
+forward gives each utterance its lone output. A conformer without the mask is reported by
+``utils.inference.padding_sensitive`` and ``encode_batch`` then encodes each utterance alone.
+Transformer encoders mask padding in attention and stay batched.
 
 Tiny models built through the task from the recipe's own configs (shrunk on the command
 line); the feature dimension is each config's ``input_size``.
@@ -64,11 +66,13 @@ def build(task, token_file, tmp_path_factory, stats_file):
     """build(config) -> (model, args): shrunk, in eval mode, with the hook load_model installs."""
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import install_exact_subsampling_lengths
 
+    from unittest import mock
+
     out = tmp_path_factory.mktemp("out")
     built = {}
 
-    def _build(config):
-        if config not in built:
+    def _build(config, padding_mask=True):
+        if (config, padding_mask) not in built:
             args = task.get_parser().parse_args([
                 "--config", str(REPO / "conf" / config), "--token_list", str(token_file),
                 "--output_dir", str(out), *SHRINK[config],
@@ -76,15 +80,19 @@ def build(task, token_file, tmp_path_factory, stats_file):
             assert args.normalize == "global_mvn", config  # stats_file: passed by the pipeline
             args.normalize_conf = dict(args.normalize_conf or {}, stats_file=str(stats_file(args.input_size)))
             torch.manual_seed(0)
-            model = task.build_model(args)
+            if padding_mask:
+                model = task.build_model(args)
+            else:  # the conformer as ESPnet builds it: its convolutions read the padding
+                with mock.patch("espnet_oracle.tasks.oracle_asr.install_conformer_padding_mask", lambda m: 0):
+                    model = task.build_model(args)
             install_exact_subsampling_lengths(model)
             # BatchNorm in eval mode uses its running statistics: give them non-trivial values
             for m in model.modules():
                 if isinstance(m, torch.nn.BatchNorm1d):
                     m.running_mean.uniform_(-0.5, 0.5)
                     m.running_var.uniform_(0.5, 2.0)
-            built[config] = (model.eval(), args)
-        return built[config]
+            built[config, padding_mask] = (model.eval(), args)
+        return built[config, padding_mask]
 
     return _build
 
@@ -114,23 +122,37 @@ def short_in_batch_vs_alone(model, args, **kwargs):
     return batch[1, :n], alone[0], (batch, batch_att, alone_att)
 
 
-@pytest.mark.parametrize("config", ["train_teacher_conventional.yaml", "train_teacher_oracle.yaml"])
-def test_conformer_teacher_output_does_not_depend_on_its_batch(build, config, monkeypatch):
+TEACHERS = ["train_teacher_conventional.yaml", "train_teacher_oracle.yaml"]
+
+
+@pytest.mark.parametrize("config", TEACHERS)
+def test_conformer_teacher_output_does_not_depend_on_its_batch(build, config):
     from espnet.nets.pytorch_backend.conformer.convolution import ConvolutionModule
 
     model, args = build(config)
     # the recipe's teachers are conformers (for the Oracle Teacher: its source encoder)
     assert any(isinstance(m, ConvolutionModule) for m in model.modules()), config
-    assert padding_sensitive(model)
+    assert not padding_sensitive(model)  # its layers mask the padding: one padded forward
 
     in_batch, alone, (batch, _, _) = short_in_batch_vs_alone(model, args)
     torch.testing.assert_close(in_batch, alone, atol=ATOL, rtol=0)
-    assert float(batch[1, alone.shape[0]:].abs().max()) == 0.0  # frames past its length: zero
     # the long utterance is unaffected either way
     long_alone, _, _ = encode_batch(model, [utterances(args.input_size)[1]])
     torch.testing.assert_close(batch[0], long_alone[0], atol=ATOL, rtol=0)
 
-    # the test can fail: batched in one padded forward, the short utterance's frames change
+
+@pytest.mark.parametrize("config", TEACHERS)
+def test_unmasked_conformer_is_encoded_one_at_a_time(build, config, monkeypatch):
+    model, args = build(config, padding_mask=False)
+    assert padding_sensitive(model)
+    in_batch, alone, (batch, _, _) = short_in_batch_vs_alone(model, args)
+    torch.testing.assert_close(in_batch, alone, atol=ATOL, rtol=0)
+    assert float(batch[1, alone.shape[0]:].abs().max()) == 0.0  # frames past its length: zero
+    masked, _ = build(config)
+    masked_alone, _, _ = encode_batch(masked, [utterances(args.input_size)[0]])
+    torch.testing.assert_close(masked_alone, alone[None], atol=ATOL, rtol=0)  # the mask changes no lone output
+
+    # the test can fail: in one padded forward, the unmasked convolutions change the short utterance
     monkeypatch.setattr(inference, "padding_sensitive", lambda model: False)
     padded, alone_again, _ = short_in_batch_vs_alone(model, args)
     torch.testing.assert_close(alone_again, alone, atol=0, rtol=0)  # a batch of one is unchanged
@@ -138,16 +160,19 @@ def test_conformer_teacher_output_does_not_depend_on_its_batch(build, config, mo
     assert difference > 100 * ATOL, f"{config}: padding changed the output by only {difference:.2e}"
 
 
-def test_oracle_teacher_attention_and_zero_source_one_at_a_time(build):
-    """The one-at-a-time path reassembles the cross-attention and keeps ``zero_source``."""
-    model, args = build("train_teacher_oracle.yaml")
+@pytest.mark.parametrize("padding_mask", [False, True])
+def test_oracle_teacher_attention_and_zero_source(build, padding_mask):
+    """Batched or one at a time (unmasked), the cross-attention and ``zero_source`` come out right."""
+    model, args = build("train_teacher_oracle.yaml", padding_mask)
     n = conv2d_frames(SHORT)
     in_batch, alone, (batch, batch_att, alone_att) = short_in_batch_vs_alone(model, args,
                                                                             return_attention=True)
     torch.testing.assert_close(in_batch, alone, atol=ATOL, rtol=0)
     assert batch_att.shape == (2, alone_att.shape[1], conv2d_frames(LONG), 6)
     torch.testing.assert_close(batch_att[1, :, :n, :3], alone_att[0], atol=ATOL, rtol=0)
-    assert float(batch_att[1, :, n:].abs().max()) == 0.0 and float(batch_att[1, :, :, 3:].abs().max()) == 0.0
+    assert float(batch_att[1, :, :, 3:].abs().max()) == 0.0  # no weight on the target's padding
+    if not padding_mask:  # reassembled one at a time: nothing past the short utterance's frames
+        assert float(batch_att[1, :, n:].abs().max()) == 0.0
     in_batch, alone, _ = short_in_batch_vs_alone(model, args, zero_source=True)
     torch.testing.assert_close(in_batch, alone, atol=ATOL, rtol=0)
 
