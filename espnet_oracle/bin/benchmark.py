@@ -67,13 +67,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--exp", default="exp")
     parser.add_argument("--student_conf", default="conf/train_student.yaml")
-    parser.add_argument("--token_list", default="data/token_list/char/tokens.txt")
-    parser.add_argument("--stats_file", default="dump/fbank/train/feats_stats.npz")
-    parser.add_argument("--feats_dir", default="dump/fbank/train")
+    parser.add_argument("--token_list", default="data/token_list/word/tokens.txt")
+    parser.add_argument("--stats_file", default="dump/fbank/train_sp/feats_stats.npz")
+    parser.add_argument("--feats_dir", default="dump/fbank/train_sp")
     parser.add_argument("--student_exp", default=None,
                         help="a trained student: its config.yaml gives the text preprocessing "
                              "(default: the no-KD student of seed 1 under --exp)")
-    parser.add_argument("--post_scp", default="exp/teacher_oracle/posteriors/train/post.scp")
+    parser.add_argument("--post_scp", default="exp/teacher_oracle/posteriors/train_sp/post.scp")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
