@@ -317,10 +317,11 @@ if run_stage 3; then
                 > "${tdir}/spm_train.log" 2>&1 || die "sentencepiece failed; see ${tdir}/spm_train.log"
             tok_opts=(--token_type bpe --bpemodel "${bpe_prefix}.model")
         fi
+        # (offline, importing ESPnet makes nltk print a failed download: not an error, filtered out)
         ${python} -m espnet2.bin.tokenize_text "${tok_opts[@]}" -f 2- --input data/${train_set}/text \
             --output "${token_list}.tmp" --write_vocabulary true --cutoff 0 \
             --add_symbol '<blank>:0' --add_symbol '<unk>:1' --add_symbol '<sos/eos>:-1' \
-            || die "tokenize_text failed"
+            2> >(grep -v '^\[nltk_data\]' >&2) || die "tokenize_text failed"
         mv "${token_list}.tmp" "${token_list}"
         echo "${sig}" > "${tdir}/.done"
     fi
