@@ -28,6 +28,7 @@ options_of() {
         posenc) echo "--encoder_conf target_positional_encoding=true" ;;
         posenc_expansion) echo "--encoder_conf target_positional_encoding=true --encoder_conf target_ctc_expansion=true" ;;
         posenc_dropout) echo "--encoder_conf target_positional_encoding=true --encoder_conf target_token_dropout=0.3" ;;
+        dropout) echo "--encoder_conf target_token_dropout=0.3" ;;
         aux_ctc) echo "--model_conf aux_source_ctc_weight=0.3" ;;
         expansion) echo "--encoder_conf target_ctc_expansion=true" ;;
         post_fusion) echo "--encoder_conf target_positional_encoding=true --encoder_conf num_post_fusion_layers=2" ;;
