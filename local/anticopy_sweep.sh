@@ -21,7 +21,8 @@ mkdir -p exp
 echo "$(date '+%F %T') cd $(pwd) && ${command_line}" >> exp/commands.log
 [ -f exp/teacher_conventional/.done ] || { echo "$0: run stages 1-4 first (exp/teacher_conventional)" >&2; exit 1; }
 
-# Each variant = the default Oracle Teacher config plus these encoder/model options.
+# Each variant = the default Oracle Teacher config (conf/train_teacher_oracle.yaml: no target
+# positions, 30 % target token dropout) plus these encoder/model options.
 options_of() {
     case "$1" in
         default) echo "" ;;
@@ -29,6 +30,7 @@ options_of() {
         posenc_expansion) echo "--encoder_conf target_positional_encoding=true --encoder_conf target_ctc_expansion=true" ;;
         posenc_dropout) echo "--encoder_conf target_positional_encoding=true --encoder_conf target_token_dropout=0.3" ;;
         dropout) echo "--encoder_conf target_token_dropout=0.3" ;;
+        nodropout) echo "--encoder_conf target_token_dropout=0.0" ;;  # the default before 2026-11-28
         aux_ctc) echo "--model_conf aux_source_ctc_weight=0.3" ;;
         expansion) echo "--encoder_conf target_ctc_expansion=true" ;;
         post_fusion) echo "--encoder_conf target_positional_encoding=true --encoder_conf num_post_fusion_layers=2" ;;
