@@ -47,6 +47,7 @@ exec "${root}/scripts/oracle_asr.sh" \
     --student_conf conf/train_student.yaml \
     --probe_sets "dev test test_unseen_fonts" \
     --extra_metrics "word_accuracy one_minus_ned" \
+    --decode_modes greedy \
     --plot_opts "--image_input --num_utts 4" \
     --results_targets "oraclekd<convkd" \
     "${quick[@]}" "$@"
