@@ -232,32 +232,33 @@ def _device(args, job: int) -> str:
 
 
 def run_job(args, job: int, num_jobs: int, stamp: Optional[dict] = None) -> None:
-    """Dump the shards of job ``job`` of ``num_jobs``; finished shards of the stamp are kept."""
+    """Dump the shards of job ``job`` of ``num_jobs``; finished shards of the stamp are kept
+    (the model is loaded only when a shard is left to dump)."""
     from espnet_oracle.utils.inference import FeatureSet, ctc_log_probs, load_model
 
     out_dir = Path(args.out_dir)
     stamp = stamp if stamp is not None else current_stamp(args)
-    device = _device(args, job)
-    model, train_args = load_model(Path(args.exp_dir), device=device)
-    data = FeatureSet(Path(args.feats_dir), train_args)
+    data = FeatureSet(Path(args.feats_dir), _train_args(Path(args.exp_dir)))
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
     mine = [(n, ids) for n, ids in enumerate(_shards(args, data), 1) if job_of(n, num_jobs) == job]
+    todo = []
     stale_told = False
-    done_before = made = 0
+    for index, shard_ids in mine:
+        writer = PosteriorWriter(str(out_dir), str(index), fmt=args.format, k=args.topk, stamp=stamp)
+        info = writer.read_info()
+        if info is not None:
+            if info.get("stamp") == stamp and _shard_matches(writer.scp, shard_ids):
+                continue
+            if info.get("stamp") != stamp and not stale_told:
+                stale_told = True
+                print(f"dump_posteriors: removing stale shards of {out_dir}: "
+                      + "; ".join(stamp_differences(info.get("stamp"), stamp)))
+        todo.append((writer, shard_ids))
+    device = _device(args, job) if todo else None
+    model = load_model(Path(args.exp_dir), device=device)[0] if todo else None
     desc = f"dump {out_dir}" + (f" (job {job}/{num_jobs}, {device})" if num_jobs > 1 else "")
-    with tqdm(total=sum(len(ids) for _, ids in mine), desc=desc, unit="utt", file=sys.stderr) as bar:
-        for index, shard_ids in mine:
-            writer = PosteriorWriter(str(out_dir), str(index), fmt=args.format, k=args.topk, stamp=stamp)
-            info = writer.read_info()
-            if info is not None:
-                if info.get("stamp") == stamp and _shard_matches(writer.scp, shard_ids):
-                    done_before += 1
-                    bar.update(len(shard_ids))
-                    continue
-                if info.get("stamp") != stamp and not stale_told:
-                    stale_told = True
-                    print(f"dump_posteriors: removing stale shards of {out_dir}: "
-                          + "; ".join(stamp_differences(info.get("stamp"), stamp)))
+    with tqdm(total=sum(len(ids) for _, ids in todo), desc=desc, unit="utt", file=sys.stderr) as bar:
+        for writer, shard_ids in todo:
             writer.remove()
             shard_shift = None
             started = time.time()
@@ -272,10 +273,9 @@ def run_job(args, job: int, num_jobs: int, stamp: Optional[dict] = None) -> None
                     writer.write(utt.utt_id, log_probs[i, :length].numpy())
                 bar.update(len(batch))
             writer.close(info=dict(frame_shift_ms=shard_shift, seconds=round(time.time() - started, 3)))
-            made += 1
     if num_jobs > 1:
-        print(f"dump_posteriors: job {job}/{num_jobs} of {out_dir}: {made} shard(s) dumped, "
-              f"{done_before} already done (of {len(mine)})")
+        print(f"dump_posteriors: job {job}/{num_jobs} of {out_dir}: {len(todo)} shard(s) dumped, "
+              f"{len(mine) - len(todo)} already done (of {len(mine)})")
 
 
 def _train_args(exp_dir: Path) -> argparse.Namespace:
