@@ -402,9 +402,23 @@ if run_stage 7; then
     for t in teacher_conventional teacher_oracle; do
         need "$(teacher_model ${t})" "stage 4/5 (teacher training)"
         for x in ${train_set} ${valid_set}; do
-            ${python} -m espnet_oracle.bin.dump_posteriors --exp_dir "${exp}/${t}" \
-                --feats_dir "${feats_dir}/${x}" --out_dir "${exp}/${t}/posteriors/${x}" \
-                --format "${post_format}" --topk "${post_topk}" --nj "${nj}"
+            # sharded over --nj parallel jobs (GPU jobs with --ngpu > 0: ${cuda_cmd:-${train_cmd}}, e.g.
+            # one Slurm job with a GPU each); finished shards of the same stamp are reused
+            post_dir=${exp}/${t}/posteriors/${x}
+            dump_args=(--exp_dir "${exp}/${t}" --feats_dir "${feats_dir}/${x}" --out_dir "${post_dir}"
+                --format "${post_format}" --topk "${post_topk}" --num_jobs "${nj}")
+            state=$(${python} -m espnet_oracle.bin.dump_posteriors "${dump_args[@]}" --prepare) \
+                || die "could not check ${post_dir} (see above)"
+            state=${state##*$'\n'}  # the answer is the last line
+            [ "${state}" != done ] || { log "${post_dir}: up to date"; continue; }
+            dump_cmd=${decode_cmd}
+            [ "${ngpu}" -eq 0 ] || dump_cmd=${cuda_cmd:-${train_cmd}}
+            ${dump_cmd} JOB=1:${nj} "${post_dir}/logs/dump.JOB.log" \
+                ${python} -m espnet_oracle.bin.dump_posteriors "${dump_args[@]}" --job JOB \
+                --ngpu "$([ "${ngpu}" -eq 0 ] && echo 0 || echo 1)" \
+                || die "dumping ${post_dir} failed; see ${post_dir}/logs/ (rerun the stage to resume it)"
+            ${python} -m espnet_oracle.bin.dump_posteriors "${dump_args[@]}" --merge \
+                || die "could not merge ${post_dir} (see above)"
         done
     done
     stage_done 7 dump_posteriors

@@ -13,26 +13,49 @@ fingerprints of the features (feats.scp and the bytes of its ark files) and of
 the transcripts. A re-run whose stamp differs says what differs and re-dumps;
 ``check_posteriors`` refuses posteriors whose features changed since.
 
-Resumable: utterances are written in shards that each become visible only when
-complete; a re-run reuses finished shards of the same stamp and the merge is atomic.
+Resumable: utterances are written in shards (``--shard_size`` utterances of the
+sorted ids each) that each become visible only when complete; a re-run reuses
+finished shards of the same stamp and the merge is atomic.
+
+One process (the default) does everything. Sharded over N parallel jobs (what
+stage 7 runs, N = --nj, through the Kaldi-style runner):
+
+    dump_posteriors ... --num_jobs N --prepare    # prints "done" (up to date) or "dump"
+    dump_posteriors ... --num_jobs N --job J      # J = 1..N, in parallel: shards n with (n-1) % N == J-1
+    dump_posteriors ... --num_jobs N --merge      # post.scp etc., once every shard is there
+
+``--prepare`` computes the stamp (hashing the model and every feature file once),
+removes the set's outputs and any shards of another stamp, and caches the stamp
+in ``data/stamp_cache.json`` with the size and modification time of each input
+file; a job or the merge uses the cached stamp while those are unchanged and
+re-hashes otherwise, so shards of another stamp are never mixed (the merge
+refuses them, and missing shards, by number and job). The jobs write disjoint
+shards; a killed job's finished shards are reused by its re-run. The result is
+byte-identical to the one-process dump (the batches are made within each shard).
+``--ngpu 1`` runs a job on a GPU (job J on visible device (J-1) mod count); on
+CPU a job uses ``--nj`` torch threads (default 1).
 See ``espnet_oracle/utils/posteriors.py`` for the storage format.
 """
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
+from typing import List, Optional, Tuple
 
 import torch
+import yaml
 from tqdm import tqdm
 
 from espnet_oracle.utils.datadir import atomic_write_text
 from espnet_oracle.utils.posteriors import (
     META_NAME,
     PosteriorWriter,
+    _ark_path,
     dump_stamp,
     stamp_differences,
     token_list_sha,
@@ -41,10 +64,12 @@ from espnet_oracle.utils.posteriors import (
 
 # set-level outputs: removed before any (re-)dump, so a stale set never looks complete
 SET_FILES = (".done", "post.scp", META_NAME, "utt2num_frames", "stats.json")
+# the stamp of the inputs as of their file sizes and modification times (see input_signature)
+STAMP_CACHE = "stamp_cache.json"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp_dir", required=True, help="trained teacher (config.yaml + valid.loss.ave.pth)")
     parser.add_argument("--feats_dir", required=True, help="dump dir of the set, e.g. dump/fbank/train")
     parser.add_argument("--out_dir", required=True)
@@ -52,68 +77,241 @@ def main(argv=None):
     parser.add_argument("--topk", type=int, default=8)
     parser.add_argument("--shard_size", type=int, default=200, help="utterances per shard")
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--nj", type=int, default=1, help="torch threads")
-    args = parser.parse_args(argv)
+    parser.add_argument("--nj", type=int, default=1, help="torch threads of this process (CPU)")
+    parser.add_argument("--ngpu", type=int, default=0, choices=(0, 1),
+                        help="1: run the teacher on a GPU (cuda), 0: on CPU")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--job", type=int, default=None,
+                      help="dump only the shards of job JOB (1..--num_jobs), then exit")
+    mode.add_argument("--prepare", action="store_true",
+                      help="check the stamp, clear a stale set; print 'done' (up to date) or 'dump'")
+    mode.add_argument("--merge", action="store_true",
+                      help="merge the finished shards (refused while any is missing or stale)")
+    parser.add_argument("--num_jobs", type=int, default=1, help="number of parallel jobs (with --job)")
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.num_jobs < 1 or (args.job is not None and not 1 <= args.job <= args.num_jobs):
+        sys.exit(f"dump_posteriors: --job must be in 1..--num_jobs ({args.num_jobs}), got {args.job}")
+    if args.shard_size < 1:
+        sys.exit("dump_posteriors: --shard_size must be >= 1")
     torch.set_num_threads(max(1, args.nj))
+    if args.prepare:
+        # the answer is stdout's last line; what is said on the way goes to stderr
+        print(prepare(args, say=lambda text: print(text, file=sys.stderr))[0])
+        return
+    if args.job is not None:
+        run_job(args, args.job, args.num_jobs)
+        return
+    if args.merge:
+        merge(args)
+        return
+    # one process: all of it
+    state, stamp = prepare(args, say=print)
+    if state == "done":
+        return
+    started = time.time()
+    run_job(args, 1, 1, stamp=stamp)
+    merge(args, stamp=stamp, started=started)
 
-    from espnet_oracle.utils.inference import (
-        FeatureSet,
-        ctc_log_probs,
-        load_model,
-        model_file,
-    )
 
+def _cache_path(args) -> Path:
+    return Path(args.out_dir) / "data" / STAMP_CACHE
+
+
+def _model_path(args) -> Path:
+    from espnet_oracle.utils.inference import model_file
+
+    return model_file(Path(args.exp_dir))
+
+
+def input_signature(model_path: Path, feats_dir) -> str:
+    """sha256 over the path, size and modification time of every input file of the stamp:
+    the model file, the set's feats.scp (or wav.scp), its text and every file the scp points into.
+    Cheap (no file is read but the scp); equal signatures stand for equal stamps."""
+    from espnet_oracle.utils.inference import speech_scp
+
+    scp = speech_scp(feats_dir)
+    files = [Path(model_path), scp, Path(feats_dir) / "text"]
+    seen = set()
+    if scp.exists():
+        for line in scp.read_text(encoding="utf-8").splitlines():
+            fields = line.split(maxsplit=1)
+            if len(fields) < 2:
+                continue
+            path = _ark_path(fields[1])
+            if path in seen:
+                continue
+            seen.add(path)
+            files.append(Path(path) if os.path.isabs(path) or Path(path).exists() else scp.parent / path)
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            st = os.stat(path)
+            digest.update(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\n".encode("utf-8"))
+        except OSError:
+            digest.update(f"{path}\tmissing\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+def current_stamp(args, full: bool = False) -> dict:
+    """The stamp of the inputs: from the cache while their signature is unchanged (unless
+    ``full``), else hashed anew (and cached)."""
+    model_path = _model_path(args)
+    signature = input_signature(model_path, args.feats_dir)
+    cache = _cache_path(args)
+    cached = _read_json(cache)
+    if not full and cached.get("inputs") == signature and cached.get("options") == _options(args):
+        return cached["stamp"]
+    stamp = dump_stamp(model_path, args.feats_dir, args.format, args.topk)
+    # the inputs must not have changed while they were hashed
+    if input_signature(model_path, args.feats_dir) == signature:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cache, json.dumps(dict(inputs=signature, options=_options(args), stamp=stamp),
+                                            indent=2, sort_keys=True) + "\n")
+    return stamp
+
+
+def _options(args) -> dict:
+    return dict(format=args.format, k=args.topk if args.format == "topk" else None,
+                model_file=str(_model_path(args)), feats_dir=str(args.feats_dir))
+
+
+def prepare(args, say) -> Tuple[str, dict]:
+    """('done', stamp) if the set is complete with the current stamp; else clear what is stale
+    and return ('dump', stamp)."""
     out_dir = Path(args.out_dir)
     done = out_dir / ".done"
-    model_path = model_file(Path(args.exp_dir))
-    stamp = dump_stamp(model_path, args.feats_dir, args.format, args.topk)
+    stamp = current_stamp(args, full=True)
     old_stamp = _read_json(done).get("stamp") if done.exists() else None
     if old_stamp == stamp and (out_dir / "post.scp").exists():
-        print(f"dump_posteriors: {out_dir} is up to date")
-        return
+        say(f"dump_posteriors: {out_dir} is up to date")
+        return "done", stamp
     previous = _read_json(out_dir / META_NAME).get("stamp") or old_stamp
     if previous is not None and previous != stamp:
-        print(f"dump_posteriors: re-dumping {out_dir}, its posteriors were made from other inputs: "
-              + "; ".join(stamp_differences(previous, stamp)))
+        say(f"dump_posteriors: re-dumping {out_dir}, its posteriors were made from other inputs: "
+            + "; ".join(stamp_differences(previous, stamp)))
         for path in sorted((out_dir / "data").glob("post.*")):
             path.unlink()
+    # shards of another stamp left by jobs of an unmerged run
+    stale = []
+    for path in sorted((out_dir / "data").glob("post.*.json")):
+        shard_stamp = _read_json(path).get("stamp")
+        if shard_stamp != stamp:
+            stale.append(shard_stamp)
+            PosteriorWriter(str(out_dir), path.name[len("post."):-len(".json")]).remove()
+    if stale:
+        say(f"dump_posteriors: removed {len(stale)} shard(s) of {out_dir} made from other inputs: "
+            + "; ".join(stamp_differences(stale[0], stamp)))
     for name in SET_FILES:
         if (out_dir / name).exists():
             (out_dir / name).unlink()
-    started = time.time()
-    model, train_args = load_model(Path(args.exp_dir))
-    data = FeatureSet(Path(args.feats_dir), train_args)
+    return "dump", stamp
+
+
+def _shards(args, data) -> List[List[str]]:
+    ids = data.utt_ids
+    return [ids[i : i + args.shard_size] for i in range(0, len(ids), args.shard_size)]
+
+
+def job_of(shard: int, num_jobs: int) -> int:
+    """The job (1..num_jobs) that dumps shard ``shard`` (1-based)."""
+    return (shard - 1) % num_jobs + 1
+
+
+def _device(args, job: int) -> str:
+    if args.ngpu < 1:
+        return "cpu"
+    if not torch.cuda.is_available():
+        sys.exit("dump_posteriors: --ngpu 1 but torch sees no GPU (CUDA_VISIBLE_DEVICES, driver?)")
+    # under Slurm each job sees its own GPU (device 0); a local run spreads the jobs over all
+    return f"cuda:{(job - 1) % torch.cuda.device_count()}"
+
+
+def run_job(args, job: int, num_jobs: int, stamp: Optional[dict] = None) -> None:
+    """Dump the shards of job ``job`` of ``num_jobs``; finished shards of the stamp are kept
+    (the model is loaded only when a shard is left to dump)."""
+    from espnet_oracle.utils.inference import FeatureSet, ctc_log_probs, load_model
+
+    out_dir = Path(args.out_dir)
+    stamp = stamp if stamp is not None else current_stamp(args)
+    data = FeatureSet(Path(args.feats_dir), _train_args(Path(args.exp_dir)))
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
-    shards = [data.utt_ids[i : i + args.shard_size] for i in range(0, len(data.utt_ids), args.shard_size)]
-    shift = None
+    mine = [(n, ids) for n, ids in enumerate(_shards(args, data), 1) if job_of(n, num_jobs) == job]
+    todo = []
     stale_told = False
-    with tqdm(total=len(data.utt_ids), desc=f"dump {out_dir}", unit="utt", file=sys.stderr) as bar:
-        for index, shard_ids in enumerate(shards, 1):
-            writer = PosteriorWriter(str(out_dir), str(index), fmt=args.format, k=args.topk, stamp=stamp)
-            info = writer.read_info()
-            if info is not None:
-                if info.get("stamp") == stamp and _shard_matches(writer.scp, shard_ids):
-                    shift = shift if shift is not None else info.get("frame_shift_ms")
-                    bar.update(len(shard_ids))
-                    continue
-                if info.get("stamp") != stamp and not stale_told:
-                    stale_told = True
-                    print(f"dump_posteriors: removing stale shards of {out_dir}: "
-                          + "; ".join(stamp_differences(info.get("stamp"), stamp)))
+    for index, shard_ids in mine:
+        writer = PosteriorWriter(str(out_dir), str(index), fmt=args.format, k=args.topk, stamp=stamp)
+        info = writer.read_info()
+        if info is not None:
+            if info.get("stamp") == stamp and _shard_matches(writer.scp, shard_ids):
+                continue
+            if info.get("stamp") != stamp and not stale_told:
+                stale_told = True
+                print(f"dump_posteriors: removing stale shards of {out_dir}: "
+                      + "; ".join(stamp_differences(info.get("stamp"), stamp)))
+        todo.append((writer, shard_ids))
+    device = _device(args, job) if todo else None
+    model = load_model(Path(args.exp_dir), device=device)[0] if todo else None
+    desc = f"dump {out_dir}" + (f" (job {job}/{num_jobs}, {device})" if num_jobs > 1 else "")
+    with tqdm(total=sum(len(ids) for _, ids in todo), desc=desc, unit="utt", file=sys.stderr) as bar:
+        for writer, shard_ids in todo:
             writer.remove()
             shard_shift = None
+            started = time.time()
             for batch in data.batches(args.batch_size, shard_ids):
                 utterances = [data.get(u) for u in batch]
                 log_probs, lengths, _ = ctc_log_probs(model, utterances)
+                log_probs, lengths = log_probs.float().cpu(), lengths.cpu()
                 for i, utt in enumerate(utterances):
                     length = int(lengths[i])
                     if shard_shift is None:
                         shard_shift = data.frame_shift_ms(utt, length)
                     writer.write(utt.utt_id, log_probs[i, :length].numpy())
                 bar.update(len(batch))
-            writer.close(info=dict(frame_shift_ms=shard_shift))
-            shift = shift if shift is not None else shard_shift
+            writer.close(info=dict(frame_shift_ms=shard_shift, seconds=round(time.time() - started, 3)))
+    if num_jobs > 1:
+        print(f"dump_posteriors: job {job}/{num_jobs} of {out_dir}: {len(todo)} shard(s) dumped, "
+              f"{len(mine) - len(todo)} already done (of {len(mine)})")
+
+
+def _train_args(exp_dir: Path) -> argparse.Namespace:
+    """The teacher's training options (config.yaml), without building the model."""
+    with open(Path(exp_dir) / "config.yaml", encoding="utf-8") as f:
+        args = argparse.Namespace(**yaml.safe_load(f))
+    if isinstance(args.token_list, str):
+        with open(args.token_list, encoding="utf-8") as f:
+            args.token_list = [line.rstrip() for line in f]
+    return args
+
+
+def merge(args, stamp: Optional[dict] = None, started: Optional[float] = None) -> None:
+    """post.scp, utt2num_frames, meta.json, stats.json and .done from the finished shards."""
+    from espnet_oracle.utils.inference import FeatureSet
+
+    out_dir = Path(args.out_dir)
+    stamp = stamp if stamp is not None else current_stamp(args)
+    model_path = _model_path(args)
+    train_args = _train_args(Path(args.exp_dir))
+    data = FeatureSet(Path(args.feats_dir), train_args)
+    shards = _shards(args, data)
+    missing, stale, other_ids, infos = [], [], [], []
+    for index, shard_ids in enumerate(shards, 1):
+        writer = PosteriorWriter(str(out_dir), str(index), fmt=args.format, k=args.topk, stamp=stamp)
+        info = writer.read_info()
+        if info is None:
+            missing.append(index)
+        elif info.get("stamp") != stamp:
+            stale.append((index, info.get("stamp")))
+        elif not _shard_matches(writer.scp, shard_ids):
+            other_ids.append(index)
+        else:
+            infos.append(info)
+    if missing or stale or other_ids:
+        sys.exit(_refusal(out_dir, len(shards), args.num_jobs, missing, stale, other_ids, stamp))
     # Stale shards of an earlier run with other shard sizes would add duplicates.
     expected = {f"post.{i}.scp" for i in range(1, len(shards) + 1)}
     for path in (out_dir / "data").glob("post.*.scp"):
@@ -131,14 +329,15 @@ def main(argv=None):
     frames_lines.sort()
     ids = [line.split(maxsplit=1)[0] for line in lines]
     if ids != sorted(data.utt_ids):
-        missing = sorted(set(data.utt_ids) - set(ids))[:5]
-        sys.exit(f"dump_posteriors: {out_dir} does not cover {args.feats_dir}: e.g. {missing}")
+        missing_ids = sorted(set(data.utt_ids) - set(ids))[:5]
+        sys.exit(f"dump_posteriors: {out_dir} does not cover {args.feats_dir}: e.g. {missing_ids}")
+    shift = next((info["frame_shift_ms"] for info in infos if info.get("frame_shift_ms") is not None), None)
     write_meta(
         str(out_dir),
         format=args.format,
         k=args.topk if args.format == "topk" else None,
-        vocab_size=len(model.token_list),
-        token_list_sha=token_list_sha(model.token_list),
+        vocab_size=len(train_args.token_list),
+        token_list_sha=token_list_sha(train_args.token_list),
         teacher=str(args.exp_dir),
         teacher_model_file=str(model_path),
         teacher_model=train_args.model,
@@ -149,13 +348,34 @@ def main(argv=None):
         stamp=stamp,
     )
     atomic_write_text(out_dir / "utt2num_frames", "\n".join(frames_lines) + "\n")
+    shard_seconds = sum(float(info.get("seconds") or 0.0) for info in infos)
     stats = dict(utterances=len(lines), frames=total_frames, bytes=total_bytes,
-                 bytes_per_frame=total_bytes / max(total_frames, 1), seconds=time.time() - started)
+                 bytes_per_frame=total_bytes / max(total_frames, 1),
+                 seconds=(time.time() - started) if started is not None else shard_seconds,
+                 shard_seconds=shard_seconds, shards=len(shards))
     atomic_write_text(out_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
     atomic_write_text(out_dir / "post.scp", "\n".join(lines) + "\n")
-    atomic_write_text(done, json.dumps(dict(stamp=stamp), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out_dir / ".done", json.dumps(dict(stamp=stamp), indent=2, sort_keys=True) + "\n")
     print(f"dump_posteriors: {len(lines)} utterances, {total_frames} frames, "
           f"{stats['bytes_per_frame']:.1f} bytes/frame -> {out_dir / 'post.scp'}")
+
+
+def _refusal(out_dir, total, num_jobs, missing, stale, other_ids, stamp) -> str:
+    def named(indices):
+        shown = ", ".join(str(n) for n in indices[:20]) + (f" and {len(indices) - 20} more" if len(indices) > 20 else "")
+        jobs = sorted({job_of(n, num_jobs) for n in indices})
+        return f"{shown} (job{'s' if len(jobs) > 1 else ''} {', '.join(map(str, jobs))} of {num_jobs})"
+
+    parts = []
+    if missing:
+        parts.append(f"shard(s) {named(missing)} not finished")
+    if stale:
+        why = "; ".join(stamp_differences(stale[0][1], stamp))
+        parts.append(f"shard(s) {named([n for n, _ in stale])} made from other inputs ({why})")
+    if other_ids:
+        parts.append(f"shard(s) {named(other_ids)} hold other utterances (another --shard_size?)")
+    return (f"dump_posteriors: refusing to merge {out_dir} ({total} shards): " + "; ".join(parts)
+            + ". Run those jobs (again) with the same options, then --merge.")
 
 
 def _read_json(path: Path) -> dict:

@@ -259,11 +259,14 @@ def encode_batch(
     speech, speech_lengths = pad([u.feats.astype(np.float32) for u in utterances], 0.0)
     if zero_source:  # features at the training mean (zero after MVN); raw input: silence
         speech = torch.zeros_like(speech) if speech.dim() == 2 else training_mean(model).expand_as(speech).clone()
+    device = next(model.parameters()).device  # a model on a GPU gets its batch there
+    speech, speech_lengths = speech.to(device), speech_lengths.to(device)
     attention = None
     # an utterance too short for the subsampling is named in the error, not its batch position
     with utt_id_context([u.utt_id for u in utterances]):
         if is_oracle(model):
             text, text_lengths = pad([np.asarray(u.token_ids, dtype=np.int64) for u in utterances], -1)
+            text, text_lengths = text.to(device), text_lengths.to(device)
             output = model.encode_with_target(speech, speech_lengths, text, text_lengths)
             encoder_out, lengths = output.fused, output.lengths
             if return_attention and output.attention:

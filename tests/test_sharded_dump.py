@@ -1,0 +1,207 @@
+"""The posterior dump sharded over parallel jobs (issue 10): ``dump_posteriors --prepare``,
+``--job J --num_jobs N`` and ``--merge`` give byte-identical results to the one-process dump,
+a killed job's finished shards are reused, missing shards and shards of another stamp are
+refused by the merge, and stage 7's runner pattern (``run_local.sh JOB=1:N``) works.
+
+A tiny conventional CTC teacher (d = 16, one block) built through the task; seven short fake
+utterances in shards of 2 (4 shards: job 1 of 2 makes shards 1 and 3, job 2 shards 2 and 4).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "e", "f", "g", "h", "<sos/eos>"]
+TEXTS = {f"utt{i}": text for i, text in enumerate(["abc", "bad", "hedge", "fig", "cab", "head", "ace"], 1)}
+TINY = ["--encoder_conf", "output_size=16", "--encoder_conf", "attention_heads=2",
+        "--encoder_conf", "linear_units=32", "--encoder_conf", "num_blocks=1"]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(task, token_file, tmp_path_factory):
+    import torch
+    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+    exp = tmp_path_factory.mktemp("teacher")
+    args = task.get_parser().parse_args([
+        "--config", str(REPO / "conf" / "train_teacher_conventional.yaml"),
+        "--token_list", str(token_file), "--token_type", "char",
+        "--normalize", "utterance_mvn", "--output_dir", str(exp), *TINY,
+    ])
+    torch.manual_seed(0)
+    model = task.build_model(args)
+    with open(exp / "config.yaml", "w", encoding="utf-8") as f:
+        yaml_no_alias_safe_dump(vars(args), f, indent=4, sort_keys=False)
+    torch.save(model.state_dict(), exp / "valid.loss.ave.pth")
+    return exp
+
+
+@pytest.fixture(scope="module")
+def feats_dir(teacher_dir, tmp_path_factory):
+    import yaml
+
+    dim = int(yaml.safe_load((teacher_dir / "config.yaml").read_text())["input_size"])
+    out = tmp_path_factory.mktemp("feats") / "train"
+    out.mkdir()
+    rng = np.random.default_rng(0)
+    feats = {utt: rng.standard_normal((30 + 7 * i, dim)).astype(np.float32) for i, utt in enumerate(sorted(TEXTS))}
+    kaldiio.save_ark(str(out / "feats.ark"), feats, scp=str(out / "feats.scp"))
+    (out / "text").write_text("".join(f"{u} {t}\n" for u, t in TEXTS.items()), encoding="utf-8")
+    return out
+
+
+def _argv(teacher_dir, feats_dir, out_dir, *extra):
+    return ["--exp_dir", str(teacher_dir), "--feats_dir", str(feats_dir), "--out_dir", str(out_dir),
+            "--shard_size", "2", "--batch_size", "3", "--topk", "4", *extra]
+
+
+def _dump(*argv):
+    from espnet_oracle.bin import dump_posteriors
+
+    dump_posteriors.main(list(argv))
+
+
+def _prepare(teacher_dir, feats_dir, out, capsys) -> str:
+    capsys.readouterr()
+    _dump(*_argv(teacher_dir, feats_dir, out, "--num_jobs", "2", "--prepare"))
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def _job(teacher_dir, feats_dir, out, job):
+    _dump(*_argv(teacher_dir, feats_dir, out, "--num_jobs", "2", "--job", str(job)))
+
+
+def _merge(teacher_dir, feats_dir, out):
+    _dump(*_argv(teacher_dir, feats_dir, out, "--num_jobs", "2", "--merge"))
+
+
+@pytest.fixture(scope="module")
+def one_process(teacher_dir, feats_dir, tmp_path_factory):
+    """The reference: the whole set dumped by one process."""
+    out = tmp_path_factory.mktemp("one") / "post"
+    _dump(*_argv(teacher_dir, feats_dir, out))
+    return out
+
+
+def _same_as(out: Path, ref: Path) -> None:
+    """Byte-identical outputs (paths inside the scp files aside)."""
+    def text(path, root):
+        return path.read_text(encoding="utf-8").replace(str(root), "OUT")
+
+    for name in ("meta.json", ".done", "utt2num_frames"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    assert text(out / "post.scp", out) == text(ref / "post.scp", ref)
+    arks = sorted(p.name for p in (ref / "data").glob("post.*.ark"))
+    assert arks == sorted(p.name for p in (out / "data").glob("post.*.ark")) and len(arks) == 4
+    for name in arks:
+        assert (out / "data" / name).read_bytes() == (ref / "data" / name).read_bytes(), name
+    for p in (ref / "data").glob("post.*.scp"):
+        assert text(out / "data" / p.name, out) == text(p, ref)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["bytes"] == json.loads((ref / "stats.json").read_text())["bytes"] and stats["shards"] == 4
+    loaded = {u: np.array(a) for u, a in kaldiio.load_scp(str(out / "post.scp")).items()}
+    assert sorted(loaded) == sorted(TEXTS)
+
+
+def _mtimes(out: Path) -> dict:
+    return {p.name: p.stat().st_mtime_ns for p in (out / "data").glob("post.*.ark")}
+
+
+def test_two_jobs_equal_one_process(teacher_dir, feats_dir, one_process, tmp_path, capsys):
+    out = tmp_path / "post"
+    assert _prepare(teacher_dir, feats_dir, out, capsys) == "dump"
+    _job(teacher_dir, feats_dir, out, 2)  # any order
+    assert sorted(_mtimes(out)) == ["post.2.ark", "post.4.ark"]
+    _job(teacher_dir, feats_dir, out, 1)
+    _merge(teacher_dir, feats_dir, out)
+    _same_as(out, one_process)
+    assert _prepare(teacher_dir, feats_dir, out, capsys) == "done"
+
+
+def test_merge_names_missing_shards_and_a_killed_job_resumes(teacher_dir, feats_dir, one_process, tmp_path,
+                                                            capsys):
+    out = tmp_path / "post"
+    assert _prepare(teacher_dir, feats_dir, out, capsys) == "dump"
+    _job(teacher_dir, feats_dir, out, 1)
+    _job(teacher_dir, feats_dir, out, 2)
+    # job 2 "killed" while writing its second shard: that shard never became visible
+    (out / "data" / "post.4.scp").unlink()
+    before = _mtimes(out)
+    with pytest.raises(SystemExit) as info:
+        _merge(teacher_dir, feats_dir, out)
+    message = str(info.value.code)
+    assert "refusing to merge" in message and "shard(s) 4 (job 2 of 2) not finished" in message
+    assert not (out / "post.scp").exists() and not (out / ".done").exists()
+    # the re-run of job 2 keeps its finished shard 2 and makes shard 4 only
+    capsys.readouterr()
+    _job(teacher_dir, feats_dir, out, 2)
+    assert "1 shard(s) dumped, 1 already done" in capsys.readouterr().out
+    after = _mtimes(out)
+    assert after["post.2.ark"] == before["post.2.ark"] and after["post.1.ark"] == before["post.1.ark"]
+    assert after["post.4.ark"] != before["post.4.ark"]
+    _merge(teacher_dir, feats_dir, out)
+    _same_as(out, one_process)
+
+
+def test_shards_of_another_stamp_are_never_mixed(teacher_dir, feats_dir, one_process, tmp_path, capsys):
+    import torch
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    for name in ("config.yaml", "valid.loss.ave.pth"):
+        (teacher / name).write_bytes((teacher_dir / name).read_bytes())
+    out = tmp_path / "post"
+    assert _prepare(teacher, feats_dir, out, capsys) == "dump"
+    _job(teacher, feats_dir, out, 1)
+    # the teacher is retrained while job 2 waits in the queue: job 2 sees the new model
+    state = torch.load(teacher / "valid.loss.ave.pth")
+    for value in state.values():
+        if value.is_floating_point():
+            value += 0.1
+    torch.save(state, teacher / "valid.loss.ave.pth")
+    _job(teacher, feats_dir, out, 2)
+    with pytest.raises(SystemExit) as info:
+        _merge(teacher, feats_dir, out)
+    message = str(info.value.code)
+    assert "shard(s) 1, 3 (job 1 of 2) made from other inputs (teacher model" in message
+    assert not (out / "post.scp").exists()
+    # the next stage-7 run: prepare says what changed and clears the stale shards; the jobs redo them
+    capsys.readouterr()
+    _dump(*_argv(teacher, feats_dir, out, "--num_jobs", "2", "--prepare"))
+    said = capsys.readouterr()
+    assert said.out.strip() == "dump" and "teacher model" in said.err
+    _job(teacher, feats_dir, out, 1)
+    _job(teacher, feats_dir, out, 2)
+    _merge(teacher, feats_dir, out)
+    stamp = json.loads((out / "meta.json").read_text())["stamp"]
+    assert stamp != json.loads((one_process / "meta.json").read_text())["stamp"]
+    for path in (out / "data").glob("post.*.json"):
+        assert json.loads(path.read_text())["stamp"] == stamp
+    new = {u: np.array(a) for u, a in kaldiio.load_scp(str(out / "post.scp")).items()}
+    old = {u: np.array(a) for u, a in kaldiio.load_scp(str(one_process / "post.scp")).items()}
+    assert all(not np.array_equal(new[u], old[u]) for u in TEXTS)
+
+
+def test_stage7_runner_pattern(teacher_dir, feats_dir, one_process, tmp_path, capsys):
+    """What stage 7 runs: prepare, then JOB=1:2 as two parallel processes through
+    scripts/run_local.sh (the part that needs processes), then merge."""
+    out = tmp_path / "post"
+    assert _prepare(teacher_dir, feats_dir, out, capsys) == "dump"
+    cmd = [sys.executable, "-m", "espnet_oracle.bin.dump_posteriors",
+           *_argv(teacher_dir, feats_dir, out, "--num_jobs", "2", "--job", "JOB")]
+    jobs = subprocess.run([str(REPO / "scripts" / "run_local.sh"), "JOB=1:2", str(out / "logs" / "dump.JOB.log"),
+                           *cmd], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    logs = "".join(p.read_text() for p in sorted((out / "logs").glob("dump.*.log")))
+    assert jobs.returncode == 0, jobs.stderr + logs
+    assert "job 1/2" in logs and "job 2/2" in logs
+    _merge(teacher_dir, feats_dir, out)
+    _same_as(out, one_process)
