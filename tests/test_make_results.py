@@ -2,6 +2,7 @@
 number averages: no cheap model needed, only the files the pipeline leaves in exp/."""
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -170,3 +171,84 @@ def test_significance_section(tmp_path):
     text = out.read_text(encoding="utf-8")
     assert "Not computed: it needs greedy scores of at least two of the student systems" in text
     assert "| set | A vs B |" not in text
+
+
+def curve(d: Path, seconds: float):
+    """cer_curve.tsv (training_curve.py) of a 1-epoch run that took ``seconds``."""
+    (d / "cer_curve.tsv").write_text("epoch\tdev_cer\tdev_loss\ttrain_loss\twall_seconds\n"
+                                     f"1\t10.0\t1.0\t1.0\t{seconds}\n", encoding="utf-8")
+
+
+def test_kd_variants_table(tmp_path):
+    """Students of the variant sweep (exp/variants/<variant>/) and of exp/ in one table: WER/CER over
+    seeds, the paired bootstrap against conventional KD (seeds pooled), training and two-stage times."""
+    exp = tmp_path / "exp"
+    utts = [f"u{i}" for i in range(20)]
+    worse, better = {u: (2, 5) for u in utts}, {u: (1, 5) for u in utts}
+    for name, seconds in (("teacher_conventional", 100.0), ("teacher_oracle", 200.0)):
+        d = system(exp, name, dict(model="espnet", seed=0, max_epoch=1))
+        curve(d, seconds)
+        for x in ("train_sp", "dev"):
+            (d / "posteriors" / x).mkdir(parents=True)
+            (d / "posteriors" / x / "stats.json").write_text(json.dumps(dict(seconds=5.0)), encoding="utf-8")
+    for x in ("train_sp", "dev"):  # the Oracle Teacher's 1-best (stage 7, seq-KD)
+        (exp / "teacher_oracle" / f"seqkd_nbest1_{x}_beam").mkdir()
+        (exp / "teacher_oracle" / f"seqkd_nbest1_{x}_beam" / "seconds").write_text("7.5\n")
+    scored = dict(wer=40.0, cer=20.0)
+    for seed in (1, 2):
+        for name, config, errors, wer in (
+            (f"student_nokd_seed{seed}", NOKD, worse, 40.0),
+            (f"student_convkd_a0.5_t1_nonblank_seed{seed}", KD, worse, 40.0),
+        ):
+            curve(system(exp, name, config, scores={"test": dict(scored, wer=wer)}, per_utt={"test": errors}), 50.0)
+    variants = {
+        "guided": f"student_oracleguided_g1_seed{{}}",
+        "seqkd": f"student_oracleseqkd_s1_n1_seed{{}}",
+        "selfdistill": f"student_selfdistill_k1_t1_nonblank_seed{{}}",
+    }
+    for variant, pattern in variants.items():
+        root = exp / "variants" / variant
+        root.mkdir(parents=True)
+        for t in ("teacher_conventional", "teacher_oracle"):
+            (root / t).symlink_to(exp / t)
+        for seed in (1, 2):
+            config = dict(KD, model="oracle_self_distill") if variant == "selfdistill" else KD
+            d = system(root, pattern.format(seed), config, scores={"test": dict(wer=20.0 + seed, cer=10.0)},
+                       per_utt={"test": better})
+            curve(d, 60.0 + 10 * seed)
+    out = tmp_path / "RESULTS.md"
+    make_results.main(["--exp", str(exp), "--sets", "dev test", "--train_set", "train_sp", "--seeds", "1 2",
+                       "--out", str(out), "--kd_frames", "teacher_nonblank"])
+    text = out.read_text(encoding="utf-8")
+    title = "## KD variants (greedy CTC; mean ± std over seeds)"
+    assert title in text
+    table = text.split(title, 1)[1].split("\n## ", 1)[0]
+    header = next(line for line in table.splitlines() if line.startswith("| system"))
+    assert "| test WER | test CER | test ΔWER vs conv. KD |" in header and "| dev WER" not in header
+    guided = row_of(text, "| student, Guided CTC from Oracle Teacher (Guided CTC weight 1)", title)
+    cells = [c.strip() for c in guided.strip("|").split("|")]
+    assert cells[1:6] == ["`student_oracleguided_g1_seed*`", "2", "21.50 ± 0.71", "10.00 ± 0.00",
+                          "**-20.00** [-20.00, -20.00], p < 0.001"]
+    # training: mean ± std of the seeds; total: the Oracle Teacher + its two dumps + the student
+    assert cells[6] == "75 ± 7" and cells[7] == "200 + 10 + 75 = **285**", cells
+    seqkd = row_of(text, "| student, sequence-level KD from Oracle Teacher (weight 1, 1-best)", title)
+    assert seqkd.endswith("| 200 + 15 + 75 = **290** |"), seqkd  # hypothesis decoding: 2 x 7.5 s
+    selfdistill = row_of(text, "| one-stage oracle self-distillation (source path)", title)
+    assert selfdistill.endswith("| 75 (one stage) |"), selfdistill
+    reference = row_of(text, "| student, KD from conventional teacher (α 0.5, τ 1, frames nonblank)", title)
+    assert "(reference)" in reference and reference.endswith("| 100 + 10 + 50 = **160** |")
+    nokd = row_of(text, "| student, no KD", title)
+    assert "| +0.00 [+0.00, +0.00], p 1.000 |" in nokd and nokd.endswith("| 50 (one stage) |")
+    # the reference students come first, the variants after them in the systems' order
+    rows = [line for line in table.splitlines() if line.startswith("| student") or line.startswith("| one-stage")]
+    assert [r.split("|")[2].strip() for r in rows] == [
+        "`student_nokd_seed*`", "`student_convkd_a0.5_t1_nonblank_seed*`", "`student_oracleguided_g1_seed*`",
+        "`student_oracleseqkd_s1_n1_seed*`", "`student_selfdistill_k1_t1_nonblank_seed*`"]
+    # the sweep's students are in this table only, not in the main one (students of exp/)
+    assert "student_selfdistill_k1_t1_nonblank" not in text.split("## Systems", 1)[1].split("## KD variants")[0]
+
+    # without variants: no such table
+    shutil.rmtree(exp / "variants")
+    make_results.main(["--exp", str(exp), "--sets", "dev test", "--train_set", "train_sp", "--seeds", "1 2",
+                       "--out", str(out), "--kd_frames", "teacher_nonblank"])
+    assert "## KD variants" not in out.read_text(encoding="utf-8")

@@ -45,6 +45,52 @@ def test_student_dir_names_carry_the_kd_settings():
         student_dir("oraclekd", 1, 0.5, 1, "some_frames")
 
 
+def test_kd_variant_dir_names_carry_their_settings():
+    """The KD variants (issue 12): each name carries what makes the system, and parses back."""
+    settings = dict(guided_ctc_weight=0.5, seq_kd_weight="1.0", seq_kd_nbest=4, self_distill_kd_weight=2)
+    names = {system: student_dir(system, 1, 0.5, 1.0, "teacher_nonblank", **settings) for system in (
+        "avgkd", "convguided", "oracleguided", "convkdguided", "oraclekdguided", "convseqkd", "oracleseqkd",
+        "selfdistill")}
+    assert names == {
+        "avgkd": "student_avgkd_a0.5_t1_nonblank_seed1",
+        "convguided": "student_convguided_g0.5_seed1",
+        "oracleguided": "student_oracleguided_g0.5_seed1",
+        "convkdguided": "student_convkdguided_a0.5_t1_nonblank_g0.5_seed1",
+        "oraclekdguided": "student_oraclekdguided_a0.5_t1_nonblank_g0.5_seed1",
+        "convseqkd": "student_convseqkd_s1_n4_seed1",
+        "oracleseqkd": "student_oracleseqkd_s1_n4_seed1",
+        "selfdistill": "student_selfdistill_k2_t1_nonblank_seed1",
+    }
+    for system, name in names.items():
+        info = parse_student_dir(name)
+        assert info["system"] == system and info["seed"] == 1 and info["group"] == name[:-len("_seed1")]
+    assert parse_student_dir(names["oraclekdguided"])["guided"] == "0.5"
+    assert parse_student_dir(names["convseqkd"])["nbest"] == "4"
+    assert parse_student_dir(names["selfdistill"])["sd_frames"] == "nonblank"
+    # another setting -> another dir; a name with a setting its system does not carry is no student dir
+    assert student_dir("convseqkd", 1, seq_kd_weight=1, seq_kd_nbest=1) != names["convseqkd"]
+    assert parse_student_dir("student_convkd_a0.5_t1_all_g1_seed1") is None
+    assert parse_student_dir("student_convguided_seed1") is None
+    with pytest.raises(ValueError, match="needs guided_ctc_weight"):
+        student_dir("convguided", 1)
+    with pytest.raises(ValueError, match="guided_ctc_weight > 0"):
+        student_dir("convguided", 1, guided_ctc_weight=0)
+    with pytest.raises(ValueError, match="seq_kd_nbest"):
+        student_dir("oracleseqkd", 1, seq_kd_weight=1, seq_kd_nbest=0)
+
+
+def test_unknown_student_system_is_refused(tmp_path):
+    """run.sh names the known systems before it runs any stage."""
+    for name in ("run.sh", "conf", "local", "db.sh"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    result = subprocess.run([str(tmp_path / "run.sh"), "--student_systems", "nokd guidedkd"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "unknown student system 'guidedkd'" in result.stderr
+    assert "convguided" in result.stderr and "selfdistill" in result.stderr  # the known ones
+    assert "stage 0" not in result.stdout and not (tmp_path / "data").exists()
+
+
 def test_run_sh_and_python_agree_on_student_dir_names():
     """run.sh takes its names from the same helper (python -m espnet_oracle.utils.systems)."""
     result = subprocess.run(

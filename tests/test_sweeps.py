@@ -144,3 +144,46 @@ def test_anticopy_summary_leaves_out_a_failed_variants_old_results(tmp_path):
     variants = {row.split("\t")[0] for row in rows[1:]}
     assert "posenc" in variants
     assert "aux_ctc" not in variants, rows
+
+
+def test_variant_sweep_goes_on_past_a_failed_variant(tmp_path):
+    """local/variant_sweep.sh: the reference students, one run.sh per variant (its systems and options,
+    its own exp dir, the teachers linked), RESULTS.md last; a failed variant is listed in
+    exp/variants/summary and the exit status is 1; run.sh options after -- reach every run."""
+    script, calls, recipe = sweep_tree(tmp_path, "variant_sweep.sh", "--exp|exp/variants/guided|")
+    for t in ("teacher_conventional", "teacher_oracle"):
+        (recipe / "exp" / t / "posteriors" / "train_sp").mkdir(parents=True)
+        (recipe / "exp" / t / "valid.loss.ave.pth").touch()
+        (recipe / "exp" / t / "posteriors" / "train_sp" / "post.scp").touch()
+    result = subprocess.run(
+        [str(script), "--seeds", "1 2", "--nbest", "3", "--", "--student_train_opts", "--max_epoch 1"],
+        cwd=recipe, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAILED: guided" in result.stderr
+    runs = calls.read_text().splitlines()
+    variants = ["renorm", "guided", "kd_guided", "seqkd", "seqkd_nbest", "avgkd", "selfdistill"]
+    assert len(runs) == 1 + len(variants) + 1  # reference students, every variant, RESULTS.md
+    assert runs[0].startswith("--stage|8|--stop_stage|9|--seeds|1 2|")
+    assert runs[-1].startswith("--stage|10|--stop_stage|10|--seeds|1 2|")
+    assert all(r.endswith("|--student_train_opts|--max_epoch 1|") for r in runs)
+    by_variant = {v: r for v in variants for r in runs if f"--exp|exp/variants/{v}|" in r}
+    assert set(by_variant) == set(variants)
+    for v, r in by_variant.items():
+        assert f"--stage|7|--stop_stage|10|--exp|exp/variants/{v}|--seeds|1 2|" in r
+        assert (recipe / "exp" / "variants" / v / "teacher_oracle").resolve() == (recipe / "exp" / "teacher_oracle").resolve()
+    assert "--student_systems|convkd oraclekd|--kd_frames|teacher_nonblank_renorm|" in by_variant["renorm"]
+    assert "--student_systems|convseqkd oracleseqkd|--seq_kd_nbest|1|" in by_variant["seqkd"]
+    assert "--student_systems|convseqkd oracleseqkd|--seq_kd_nbest|3|" in by_variant["seqkd_nbest"]
+    assert "--student_systems|selfdistill|" in by_variant["selfdistill"]
+    summary = [line.split("\t") for line in (recipe / "exp" / "variants" / "summary").read_text().splitlines()]
+    assert summary[0] == ["variant", "status", "seconds", "student_systems", "log"]
+    status = {row[0]: row[1] for row in summary[1:]}
+    assert status == {"reference": "done", **{v: "done" for v in variants}, "guided": "FAILED", "results": "done"}
+
+    # an unknown variant is refused before anything runs
+    calls.unlink()
+    result = subprocess.run([str(script), "--variants", "guided nosuch"], cwd=recipe, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "unknown variant 'nosuch'" in result.stderr
+    assert not calls.exists()

@@ -3,7 +3,8 @@ Why it exists: the tables of this method (KD systems over seeds, probes, signifi
 
 Reads scores.json of every decode dir, cer_curve.tsv, config.yaml, stamp.json
 and model files of every system, exp/teacher_eval/summary.json, posterior stats, exp/stage_times.tsv,
-exp/commands.log and, when present, exp/benchmark/benchmark.json.
+exp/commands.log and, when present, exp/benchmark/benchmark.json. The KD variants (issue 12) get
+their own table, from the students under exp/ and exp/variants/*/ (``local/variant_sweep.sh``).
 """
 
 import argparse
@@ -21,13 +22,28 @@ from typing import Dict, List, Optional
 from espnet_oracle.utils.datadir import atomic_write_text
 from espnet_oracle.utils.metrics import EXTRA_METRICS, condition_key, paired_bootstrap, pooled_mean_ci
 from espnet_oracle.utils.stamps import read_stamp
-from espnet_oracle.utils.systems import parse_student_dir, student_group
+from espnet_oracle.utils.systems import (
+    AVERAGED_TEACHERS,
+    HYPS_TEACHER,
+    POSTERIOR_TEACHER,
+    VARIANT_SYSTEMS,
+    parse_student_dir,
+    student_group,
+)
 
 TEACHERS = ("teacher_conventional", "teacher_oracle")
 STUDENT_SYSTEMS = {
     "nokd": "student, no KD",
     "convkd": "student, KD from conventional teacher",
     "oraclekd": "student, KD from Oracle Teacher",
+    "avgkd": "student, KD from both teachers' averaged posteriors",
+    "convguided": "student, Guided CTC from conventional teacher",
+    "oracleguided": "student, Guided CTC from Oracle Teacher",
+    "convkdguided": "student, KD + Guided CTC from conventional teacher",
+    "oraclekdguided": "student, KD + Guided CTC from Oracle Teacher",
+    "convseqkd": "student, sequence-level KD from conventional teacher",
+    "oracleseqkd": "student, sequence-level KD from Oracle Teacher",
+    "selfdistill": "one-stage oracle self-distillation (source path)",
 }
 LABELS = {
     "teacher_conventional": "conventional teacher",
@@ -87,9 +103,16 @@ def student_groups(exp: Path, seeds: Optional[List[str]], current: Dict[str, str
 def group_label(group: str, system: str) -> str:
     info = parse_student_dir(f"{group}_seed0") or {}
     label = STUDENT_SYSTEMS[system]
+    settings = []
     if info.get("alpha") is not None:
-        label += f" (α {info['alpha']}, τ {info['tau']}, frames {info['frames']})"
-    return label
+        settings.append(f"α {info['alpha']}, τ {info['tau']}, frames {info['frames']}")
+    if info.get("sd_weight") is not None:
+        settings.append(f"KD weight {info['sd_weight']}, τ {info['sd_tau']}, frames {info['sd_frames']}")
+    if info.get("guided") is not None:
+        settings.append(f"Guided CTC weight {info['guided']}")
+    if info.get("seq") is not None:
+        settings.append(f"weight {info['seq']}, {info['nbest']}-best")
+    return label + (f" ({'; '.join(settings)})" if settings else "")
 
 
 #: model_conf keys with their own columns in the settings table
@@ -128,7 +151,7 @@ def system_settings(directory: Path) -> dict:
     conf = stamp.get("config") or config.get("config") or "?"
     if stamp.get("config_sha256"):
         conf = f"{conf} (sha256 {stamp['config_sha256'][:10]})"
-    kd = config.get("model") == "kd_student"
+    kd = config.get("model") in ("kd_student", "oracle_self_distill")
     return {
         "config": conf,
         "model": config.get("model", "?"),
@@ -247,6 +270,127 @@ def significance(exp: Path, test_sets: List[str], seeds: List[str], current: Dic
     return out + rows + ([""] + notes if notes else [])
 
 
+def pooled_word_errors(dirs: List[Path], set_name: str) -> tuple:
+    """({utt: (errors, words)} summed over ``dirs`` (seeds), or None; how many dirs were scored)."""
+    found = [e for e in (word_errors(d / f"decode_{set_name}_greedy") for d in dirs) if e is not None]
+    if not found or any(set(e) != set(found[0]) for e in found):
+        return None, len(found)
+    return {u: tuple(map(sum, zip(*(e[u] for e in found)))) for u in found[0]}, len(found)
+
+
+def variant_groups(exp: Path, seeds: List[str], current: Dict[str, str]) -> List[tuple]:
+    """[(group, system, [dirs])] of the students under ``exp`` and ``exp/variants/*/``, one entry per
+    group name and seed (a dir found under ``exp`` first wins: the sweep links the reference students)."""
+    roots = [exp] + sorted(p for p in (exp / "variants").glob("*") if p.is_dir())
+    found: Dict[str, tuple] = {}
+    for root in roots:
+        for group, system, dirs in student_groups(root, seeds, current):
+            by_seed = found.setdefault(group, (system, {}))[1]
+            for d in dirs:
+                by_seed.setdefault(parse_student_dir(d.name)["seed"], d)
+    order = {s: i for i, s in enumerate(STUDENT_SYSTEMS)}
+    reference = {student_group(s, **current) for s in ("nokd", "convkd", "oraclekd")}
+    names = sorted(found, key=lambda g: (g not in reference, order[found[g][0]], g))
+    return [(g, found[g][0], [found[g][1][k] for k in sorted(found[g][1])]) for g in names]
+
+
+def stored_seconds(path: Path) -> Optional[float]:
+    """``seconds`` of a posterior set's stats.json or a decode dir's ``seconds`` file."""
+    if path.name == "stats.json":
+        return (load_json(path) or {}).get("seconds") if path.exists() else None
+    try:
+        return float(path.read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def two_stage_seconds(system: str, dirs: List[Path], info: dict, sets: List[str]) -> tuple:
+    """(teacher training s, teacher-output s: posterior dumps / averaging / hypothesis decoding of the
+    sets ``sets`` (train, valid)), or (None, None) when the system has no teacher or a part is missing."""
+    root = dirs[0].parent
+    if system in HYPS_TEACHER:
+        teachers = [HYPS_TEACHER[system]]
+        outputs = [root / teachers[0] / f"seqkd_nbest{info['nbest']}_{x}_beam" / "seconds" for x in sets]
+    elif system in POSTERIOR_TEACHER:
+        teacher = POSTERIOR_TEACHER[system]
+        teachers = list(AVERAGED_TEACHERS) if teacher == "teacher_average" else [teacher]
+        outputs = [root / t / "posteriors" / x / "stats.json" for t in [*teachers, teacher] for x in sets]
+        outputs = list(dict.fromkeys(outputs))  # (one teacher: its dumps once)
+    else:
+        return None, None
+    train = [train_seconds(root / t) for t in teachers]
+    made = [stored_seconds(o) for o in outputs]
+    if None in train or None in made:
+        return None, None
+    return sum(train), sum(made)
+
+
+def kd_variants(exp: Path, sets: List[str], train_set: str, seeds: List[str], current: Dict[str, str]) -> List[str]:
+    """The KD-variants table (issue 12): WER/CER over seeds, paired bootstrap vs conventional frame-level
+    KD (seeds pooled), wall times. Empty when no variant was trained."""
+    groups = variant_groups(exp, seeds, current)
+    swept = any((exp / "variants").glob("*/student_*"))
+    if not swept and not any(system in VARIANT_SYSTEMS for _, system, _ in groups):
+        return []
+    test_sets = sets[1:] or sets
+    reference = student_group("convkd", **current)
+    ref_dirs = next((dirs for g, _, dirs in groups if g == reference), [])
+    ref_errors = {x: pooled_word_errors(ref_dirs, x)[0] for x in test_sets}
+    out = ["", "## KD variants (greedy CTC; mean ± std over seeds)", "",
+           "Students under `exp/` and `exp/variants/<variant>/` (`local/variant_sweep.sh`), each on the same "
+           "teachers and data. ΔWER: WER(system) − WER(conventional frame-level KD, "
+           f"`{reference}`) in absolute points, by the paired bootstrap of the significance section "
+           "(per utterance, word errors summed over each system's seeds; 1000 resamples): Δ [95 % CI], p. "
+           "Wall time in seconds, measured epochs only (training + validation, no start-up), mean over seeds: "
+           "*training*: the student's (self-distillation: its one joint run); *two-stage total*: teacher "
+           "training + teacher outputs (posterior dumps of the train and valid sets, their averaging for "
+           "`avgkd`, the hypothesis decoding for sequence-level KD) + student training; `avgkd` counts both "
+           "teachers. Teachers trained two side by side and students two at a time (one core each): compare "
+           "the times roughly.", ""]
+    header = ["system", "directories", "seeds"]
+    for x in test_sets:
+        header += [f"{x} WER", f"{x} CER", f"{x} ΔWER vs conv. KD"]
+    header += ["training (s)", "two-stage total (s): teacher + outputs + student"]
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    notes = []
+    for group, system, dirs in groups:
+        info = parse_student_dir(dirs[0].name) or {}
+        cells = [group_label(group, system), f"`{group}_seed*`", str(len(dirs))]
+        for x in test_sets:
+            results = [scores(d, x, "greedy") for d in dirs]
+            cells += [fmt([r and r.get("wer") for r in results]), fmt([r and r.get("cer") for r in results])]
+            errors, n_found = pooled_word_errors(dirs, x)
+            ref = ref_errors[x]
+            if group == reference:
+                cells.append("(reference)")
+            elif errors is None or ref is None or set(errors) != set(ref):
+                cells.append("–")
+                if errors is not None and ref is not None:
+                    notes.append(f"- {x}: `{group}` and the reference hold different utterances")
+            else:
+                utts = sorted(errors)
+                (ea, na), (eb, nb) = ([list(c) for c in zip(*(table[u] for u in utts))] for table in (errors, ref))
+                r = paired_bootstrap(ea, na, eb, nb)
+                p = "< 0.001" if r["p"] == 0 else format(r["p"], ".3f")
+                mark = "**" if r["p"] < 0.05 else ""
+                cells.append(f"{mark}{r['delta']:+.2f}{mark} [{r['low']:+.2f}, {r['high']:+.2f}], p {p}")
+                if n_found < len(dirs):
+                    notes.append(f"- {x}: `{group}` pooled over {n_found} of {len(dirs)} seeds")
+        student = mean([train_seconds(d) for d in dirs])
+        cells.append(fmt([train_seconds(d) for d in dirs], 0))
+        teacher, made = two_stage_seconds(system, dirs, info, [train_set, sets[0]])
+        if student is None:
+            cells.append("–")
+        elif teacher is None:
+            cells.append(f"{student:.0f} (one stage)" if system in ("nokd", "selfdistill") else "–")
+        else:
+            cells.append(f"{teacher:.0f} + {made:.0f} + {student:.0f} = **{teacher + made + student:.0f}**")
+        out.append("| " + " | ".join(cells) + " |")
+    if not any(g == reference for g, _, _ in groups) or all(v is None for v in ref_errors.values()):
+        notes.append(f"- no scored greedy decodes of the reference `{reference}_seed*`: no ΔWER")
+    return out + ([""] + notes if notes else [])
+
+
 def mean(values):
     values = [v for v in values if v is not None]
     return statistics.mean(values) if values else None
@@ -298,12 +442,18 @@ def main(argv=None):
     parser.add_argument("--kd_weight", default="0.5", help="this run's KD settings (listed first)")
     parser.add_argument("--kd_temperature", default="1.0")
     parser.add_argument("--kd_frames", default="all")
+    parser.add_argument("--guided_ctc_weight", default="1.0", help="this run's KD-variant settings")
+    parser.add_argument("--seq_kd_weight", default="1.0")
+    parser.add_argument("--seq_kd_nbest", default="1")
+    parser.add_argument("--self_distill_kd_weight", default="1.0")
     args = parser.parse_args(argv)
     exp = Path(args.exp)
     sets = args.sets.split()
     test = sets[1] if len(sets) > 1 else sets[0]  # spike timing and per-condition tables
     seeds = args.seeds.split()
-    current = dict(kd_weight=args.kd_weight, kd_temperature=args.kd_temperature, kd_frames=args.kd_frames)
+    current = dict(kd_weight=args.kd_weight, kd_temperature=args.kd_temperature, kd_frames=args.kd_frames,
+                   guided_ctc_weight=args.guided_ctc_weight, seq_kd_weight=args.seq_kd_weight,
+                   seq_kd_nbest=args.seq_kd_nbest, self_distill_kd_weight=args.self_distill_kd_weight)
     groups = student_groups(exp, seeds, current)
     # (name, label, dirs) of every system in the tables: teachers, then student groups
     systems = [(t, LABELS[t], [exp / t]) for t in TEACHERS if (exp / t).exists()]
@@ -425,6 +575,7 @@ def main(argv=None):
 
     if groups:  # after the per-condition tables (### under ## Systems)
         out += significance(exp, sets[1:] or sets, seeds, current)
+    out += kd_variants(exp, sets, args.train_set, seeds, current)
 
     # ---- teacher evaluation ----
     teacher_eval = load_json(exp / "teacher_eval" / "summary.json")

@@ -1,13 +1,27 @@
 """Names of the experiment directories of the students: one definition for run.sh and Python.
 Why it exists: run.sh and Python must agree on the student directory names.
 
-A KD student's directory name carries the KD settings, so students distilled
-with other settings never share (or silently reuse) a directory::
+A student's directory name carries the settings that make it what it is, so
+students trained with other settings never share (or silently reuse) a
+directory::
 
     student_nokd_seed1                      no KD: nothing to carry
-    student_convkd_a0.5_t1_all_seed1        KD from the conventional teacher
-    student_oraclekd_a0.5_t1_nonblank_seed2 KD from the Oracle Teacher, teacher_nonblank frames
+    student_convkd_a0.5_t1_all_seed1        frame-level KD from the conventional teacher
+    student_oraclekd_a0.5_t1_nonblank_seed2 ... from the Oracle Teacher, teacher_nonblank frames
     student_oraclekd_a0.5_t1_renorm_seed1   ... teacher_nonblank_renorm (weight-preserving)
+    student_avgkd_a0.5_t1_nonblank_seed1    ... from both teachers' averaged posteriors
+
+and the KD variants (issue 12)::
+
+    student_convguided_g1_seed1             Guided CTC (weight g) from the conventional teacher
+    student_oraclekdguided_a0.5_t1_nonblank_g1_seed1   frame-level KD + Guided CTC
+    student_oracleseqkd_s1_n1_seed1         sequence-level KD (weight s) to the teacher's
+                                            N-best (n = N; 1: its 1-best)
+    student_selfdistill_k1_t1_nonblank_seed1   one-stage oracle self-distillation (its own
+                                            KD weight k; temperature and frames as the students')
+
+``<conv|oracle>`` names the teacher, the rest the method: ``kd`` frame-level KD,
+``guided`` Guided CTC, ``kdguided`` both, ``seqkd`` sequence-level KD.
 
 run.sh calls ``python -m espnet_oracle.utils.systems`` (see ``main``); stage 10
 (make_results) and the plots import :func:`student_dir`.
@@ -17,16 +31,53 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
-STUDENT_SYSTEMS = ("nokd", "convkd", "oraclekd")
+#: system -> the setting groups its name carries, in name order
+SYSTEM_SETTINGS: Dict[str, Tuple[str, ...]] = {
+    "nokd": (),
+    "convkd": ("kd",),
+    "oraclekd": ("kd",),
+    "avgkd": ("kd",),
+    "convguided": ("guided",),
+    "oracleguided": ("guided",),
+    "convkdguided": ("kd", "guided"),
+    "oraclekdguided": ("kd", "guided"),
+    "convseqkd": ("seqkd",),
+    "oracleseqkd": ("seqkd",),
+    "selfdistill": ("selfdistill",),
+}
+STUDENT_SYSTEMS = tuple(SYSTEM_SETTINGS)
+#: the systems of the paper's comparison (run.sh's default --student_systems)
+PAPER_SYSTEMS = ("nokd", "convkd", "oraclekd")
+#: the KD variants beyond the paper (issue 12)
+VARIANT_SYSTEMS = tuple(s for s in STUDENT_SYSTEMS if s not in PAPER_SYSTEMS)
+#: system -> whose stored posteriors it learns from (frame KD / Guided CTC); "" for none
+POSTERIOR_TEACHER = {
+    "convkd": "teacher_conventional", "convguided": "teacher_conventional",
+    "convkdguided": "teacher_conventional",
+    "oraclekd": "teacher_oracle", "oracleguided": "teacher_oracle", "oraclekdguided": "teacher_oracle",
+    "avgkd": "teacher_average",
+}
+#: system -> whose decoded hypotheses it learns from (sequence-level KD)
+HYPS_TEACHER = {"convseqkd": "teacher_conventional", "oracleseqkd": "teacher_oracle"}
+#: the teachers behind each averaged-posterior set
+AVERAGED_TEACHERS = ("teacher_conventional", "teacher_oracle")
 KD_FRAMES = {"all": "all", "teacher_nonblank": "nonblank", "teacher_nonblank_renorm": "renorm"}
-#: student_<system>[_a<alpha>_t<tau>_<frames>]_seed<seed>
+_NUM = r"[0-9.e+-]+"
+_FRAMES = "|".join(KD_FRAMES.values())
+#: student_<system>[_a<alpha>_t<tau>_<frames>][_k<w>_t<tau>_<frames>][_g<g>][_s<s>_n<N>]_seed<seed>
 STUDENT_DIR = re.compile(
-    r"^student_(?P<system>nokd|convkd|oraclekd)"
-    r"(?:_a(?P<alpha>[0-9.e+-]+)_t(?P<tau>[0-9.e+-]+)_(?P<frames>all|nonblank|renorm))?"
+    rf"^student_(?P<system>{'|'.join(sorted(STUDENT_SYSTEMS, key=len, reverse=True))})"
+    rf"(?:_a(?P<alpha>{_NUM})_t(?P<tau>{_NUM})_(?P<frames>{_FRAMES}))?"
+    rf"(?:_k(?P<sd_weight>{_NUM})_t(?P<sd_tau>{_NUM})_(?P<sd_frames>{_FRAMES}))?"
+    rf"(?:_g(?P<guided>{_NUM}))?"
+    rf"(?:_s(?P<seq>{_NUM})_n(?P<nbest>[0-9]+))?"
     r"_seed(?P<seed>[0-9]+)$"
 )
+#: setting group -> the regex groups that spell it
+_GROUP_FIELDS = {"kd": ("alpha", "tau", "frames"), "selfdistill": ("sd_weight", "sd_tau", "sd_frames"),
+                 "guided": ("guided",), "seqkd": ("seq", "nbest")}
 
 
 def number(value) -> str:
@@ -40,27 +91,88 @@ def kd_tag(kd_weight, kd_temperature, kd_frames: str) -> str:
     return f"a{number(kd_weight)}_t{number(kd_temperature)}_{KD_FRAMES[kd_frames]}"
 
 
-def student_group(system: str, kd_weight=None, kd_temperature=None, kd_frames: Optional[str] = None) -> str:
-    """The directory name without its seed, e.g. ``student_oraclekd_a0.5_t1_all``."""
-    if system not in STUDENT_SYSTEMS:
+def check_system(system: str) -> None:
+    if system not in SYSTEM_SETTINGS:
         raise ValueError(f"unknown student system {system!r} (one of {', '.join(STUDENT_SYSTEMS)})")
-    if system == "nokd":
-        return "student_nokd"
-    return f"student_{system}_{kd_tag(kd_weight, kd_temperature, kd_frames)}"
 
 
-def student_dir(system: str, seed, kd_weight=None, kd_temperature=None, kd_frames: Optional[str] = None) -> str:
-    return f"{student_group(system, kd_weight, kd_temperature, kd_frames)}_seed{int(seed)}"
+def student_group(
+    system: str,
+    kd_weight=None,
+    kd_temperature=None,
+    kd_frames: Optional[str] = None,
+    *,
+    guided_ctc_weight=None,
+    seq_kd_weight=None,
+    seq_kd_nbest=None,
+    self_distill_kd_weight=None,
+) -> str:
+    """The directory name without its seed, e.g. ``student_oraclekd_a0.5_t1_all``.
+
+    Only the settings the system's name carries are needed (see ``SYSTEM_SETTINGS``).
+    """
+    check_system(system)
+    given = dict(kd_weight=kd_weight, kd_temperature=kd_temperature, kd_frames=kd_frames,
+                 guided_ctc_weight=guided_ctc_weight, seq_kd_weight=seq_kd_weight,
+                 seq_kd_nbest=seq_kd_nbest, self_distill_kd_weight=self_distill_kd_weight)
+
+    def need(*names):
+        missing = [n for n in names if given[n] is None]
+        if missing:
+            raise ValueError(f"student system {system} needs {', '.join(missing)}")
+        return [given[n] for n in names]
+
+    parts = [f"student_{system}"]
+    for setting in SYSTEM_SETTINGS[system]:
+        if setting == "kd":
+            parts.append(kd_tag(*need("kd_weight", "kd_temperature", "kd_frames")))
+        elif setting == "selfdistill":
+            weight, tau, frames = need("self_distill_kd_weight", "kd_temperature", "kd_frames")
+            if float(weight) < 0:
+                raise ValueError(f"self_distill_kd_weight must be >= 0: {weight}")
+            parts.append("k" + kd_tag(weight, tau, frames)[1:])
+        elif setting == "guided":
+            (weight,) = need("guided_ctc_weight")
+            if float(weight) <= 0:
+                raise ValueError(f"{system} needs guided_ctc_weight > 0: {weight}")
+            parts.append(f"g{number(weight)}")
+        elif setting == "seqkd":
+            weight, nbest = need("seq_kd_weight", "seq_kd_nbest")
+            if float(weight) <= 0:
+                raise ValueError(f"{system} needs seq_kd_weight > 0: {weight}")
+            if not str(nbest).isdigit() or int(nbest) < 1:
+                raise ValueError(f"seq_kd_nbest must be a whole number >= 1: {nbest}")
+            parts.append(f"s{number(weight)}_n{int(nbest)}")
+    return "_".join(parts)
+
+
+def student_dir(system: str, seed, kd_weight=None, kd_temperature=None, kd_frames: Optional[str] = None,
+                **settings) -> str:
+    return f"{student_group(system, kd_weight, kd_temperature, kd_frames, **settings)}_seed{int(seed)}"
 
 
 def parse_student_dir(name: str) -> Optional[dict]:
-    """The settings a student directory name carries, or None if it is no student dir name."""
+    """The settings a student directory name carries, or None if it is no student dir name.
+
+    Keys: ``system``, ``seed``, ``group`` (the name without ``_seed<n>``) and every
+    setting field (None when the system's name does not carry it): ``alpha``, ``tau``,
+    ``frames`` (frame-level KD), ``sd_weight``, ``sd_tau``, ``sd_frames``
+    (self-distillation), ``guided``, ``seq``, ``nbest``. For the paper's three systems the
+    keys are those of before (``system alpha tau frames seed group``).
+    """
     match = STUDENT_DIR.match(name)
     if match is None:
         return None
     out = match.groupdict()
+    carried = SYSTEM_SETTINGS[out["system"]]
+    for setting, fields in _GROUP_FIELDS.items():
+        present = out[fields[0]] is not None
+        if present != (setting in carried):
+            return None  # e.g. a Guided-CTC tag on a plain KD system: not a name we make
     out["seed"] = int(out["seed"])
     out["group"] = name[: name.rindex("_seed")]
+    if out["system"] in PAPER_SYSTEMS:
+        out = {k: out[k] for k in ("system", "alpha", "tau", "frames", "seed", "group")}
     return out
 
 
@@ -71,11 +183,26 @@ def main(argv=None):
     parser.add_argument("--kd_weight", default="0.5")
     parser.add_argument("--kd_temperature", default="1.0")
     parser.add_argument("--kd_frames", default="all")
+    parser.add_argument("--guided_ctc_weight", default="1.0")
+    parser.add_argument("--seq_kd_weight", default="1.0")
+    parser.add_argument("--seq_kd_nbest", default="1")
+    parser.add_argument("--self_distill_kd_weight", default="1.0")
+    parser.add_argument("--what", choices=("dirs", "posterior_teacher", "hyps_teacher"), default="dirs",
+                        help="dirs: the dir names; posterior_teacher / hyps_teacher: per system, the "
+                             "teacher whose posteriors / hypotheses it learns from ('-' for none)")
     args = parser.parse_args(argv)
+    settings = dict(guided_ctc_weight=args.guided_ctc_weight, seq_kd_weight=args.seq_kd_weight,
+                    seq_kd_nbest=args.seq_kd_nbest, self_distill_kd_weight=args.self_distill_kd_weight)
     try:
         for system in args.systems.split():
+            if args.what != "dirs":
+                check_system(system)
+                table = POSTERIOR_TEACHER if args.what == "posterior_teacher" else HYPS_TEACHER
+                print(table.get(system, "-"))
+                continue
             for seed in args.seeds.split():
-                print(student_dir(system, seed, args.kd_weight, args.kd_temperature, args.kd_frames))
+                print(student_dir(system, seed, args.kd_weight, args.kd_temperature, args.kd_frames,
+                                  **settings))
     except ValueError as e:
         parser.exit(2, f"espnet_oracle.utils.systems: {e}\n")
 
