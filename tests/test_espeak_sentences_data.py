@@ -20,24 +20,26 @@ import synth_sentences as ss  # noqa: E402
 
 from espnet_oracle.utils.datadir import read_kaldi_map, validate_data_dir  # noqa: E402
 
-# Writes a 22.05 kHz wav (as espeak-ng does): a tone per word, its pitch from -p, its length from -s.
+# Writes a 22.05 kHz wav (as espeak-ng does): a tone per word, its pitch from -p, its length from -s
+# (plain Python: no numpy import per call).
 FAKE_SYNTH = r'''#!/usr/bin/env python3
-import sys, wave
-import numpy as np
+import array, math, sys, wave
 a = sys.argv[1:]
 opt = {a[i]: a[i + 1] for i in range(0, len(a) - 1, 2) if a[i].startswith("-")}
 text = a[-1]
 assert text == text.lower() and opt["-v"].count("+") == 1, a
-sr, wpm = 22050, int(opt["-s"])
+sr, wpm, amp = 22050, int(opt["-s"]), int(opt["-a"]) / 200 * 32767
 word = int(sr * 60 / wpm)
-x = np.concatenate([np.sin(2 * np.pi * (100 + 3 * int(opt["-p"]) + 10 * len(w)) * np.arange(word) / sr)
-                    for w in text.split()] + [np.zeros(sr // 10)])
-x = (x * int(opt["-a"]) / 200 * 32767).astype("<i2")
-with wave.open(opt["-w"], "wb") as f:
-    f.setnchannels(1); f.setsampwidth(2); f.setframerate(sr); f.writeframes(x.tobytes())
+x = array.array("h")
+for w in text.split():
+    f = 100 + 3 * int(opt["-p"]) + 10 * len(w)
+    x.extend(int(amp * math.sin(2 * math.pi * f * n / sr)) for n in range(word))
+x.extend([0] * (sr // 10))
+with wave.open(opt["-w"], "wb") as out:
+    out.setnchannels(1); out.setsampwidth(2); out.setframerate(sr); out.writeframes(x.tobytes())
 '''
 
-SIZES = {"train": 12, "dev": 4, "test": 4, "test_unseen": 4}
+SIZES = {"train": 8, "dev": 3, "test": 3, "test_unseen": 3}
 
 
 @pytest.fixture(scope="module")
