@@ -3,6 +3,9 @@
 # options below, trained into exp/anticopy/<variant>/teacher_oracle (pipeline stage 5) and probed
 # like the default (stage 6, against the shared exp/teacher_conventional).
 #   local/anticopy_variants.sh [--variants "dropout posenc_dropout"] [--stage 5] [--stop_stage 6] [--parallel 2]
+#       [--exp exp] [--run_opts "--teacher_conf conf/fast/... --oracle_conf conf/fast/..."]
+# --exp: the experiment dir holding teacher_conventional (variants go to <exp>/anticopy/<variant>);
+# --run_opts: more options of every ./run.sh call (e.g. other configs).
 # Stage 5 trains the variants, --parallel at a time (one core each); stage 6 needs
 # exp/teacher_conventional (./run.sh --stop_stage 4). Then local/summarize.py tabulates everything.
 set -euo pipefail
@@ -10,9 +13,11 @@ variants="dropout"
 stage=5
 stop_stage=6
 parallel=2
+exp=exp
+run_opts=""
 while [ $# -gt 0 ]; do
     case "$1" in
-        --variants|--stage|--stop_stage|--parallel) printf -v "${1#--}" '%s' "$2"; shift 2 ;;
+        --variants|--stage|--stop_stage|--parallel|--exp|--run_opts) printf -v "${1#--}" '%s' "$2"; shift 2 ;;
         *) echo "$0: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -29,8 +34,8 @@ options_of() {
     esac
 }
 for v in ${variants}; do options_of "${v}" > /dev/null || exit 2; done
-mkdir -p exp/anticopy
-echo "$(date '+%F %T') cd $(pwd) && $0 --variants \"${variants}\" --stage ${stage} --stop_stage ${stop_stage} --parallel ${parallel}" >> exp/commands.log
+mkdir -p "${exp}/anticopy"
+echo "$(date '+%F %T') cd $(pwd) && $0 --variants \"${variants}\" --stage ${stage} --stop_stage ${stop_stage} --parallel ${parallel} --exp ${exp} --run_opts \"${run_opts}\"" >> "${exp}/commands.log"
 
 pids=()
 end_all() { local p; for p in "${pids[@]}"; do kill -TERM -- "-${p}" 2> /dev/null || true; done; wait; }
@@ -42,22 +47,24 @@ wait_one() { local rc=0; wait -n "${pids[@]}" || rc=$?; [ "${rc}" -eq 0 ] || fai
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     for v in ${variants}; do
         set -m
-        ./run.sh --stage 5 --stop_stage 5 --exp "exp/anticopy/${v}" --nj 1 \
-            --teacher_train_opts "$(options_of "${v}")" > "exp/anticopy/${v}.train.log" 2>&1 &
+        # shellcheck disable=SC2086
+        ./run.sh --stage 5 --stop_stage 5 --exp "${exp}/anticopy/${v}" --nj 1 ${run_opts} \
+            --teacher_train_opts "$(options_of "${v}")" > "${exp}/anticopy/${v}.train.log" 2>&1 &
         set +m
         pids+=($!)
-        echo "$(date '+%T') training variant ${v} (log exp/anticopy/${v}.train.log)"
+        echo "$(date '+%T') training variant ${v} (log ${exp}/anticopy/${v}.train.log)"
         while [ "${#pids[@]}" -ge "${parallel}" ]; do wait_one; done
     done
     while [ "${#pids[@]}" -gt 0 ]; do wait_one; done
-    [ "${failed}" -eq 0 ] || { echo "$0: a variant failed to train; see exp/anticopy/*.train.log" >&2; exit 1; }
+    [ "${failed}" -eq 0 ] || { echo "$0: a variant failed to train; see ${exp}/anticopy/*.train.log" >&2; exit 1; }
 fi
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
-    [ -f exp/teacher_conventional/.done ] || { echo "$0: train the conventional teacher first (./run.sh --stop_stage 4)" >&2; exit 1; }
+    [ -f "${exp}/teacher_conventional/.done" ] || { echo "$0: train the conventional teacher first (./run.sh --stop_stage 4)" >&2; exit 1; }
     for v in ${variants}; do
-        ln -sfn "$(pwd)/exp/teacher_conventional" "exp/anticopy/${v}/teacher_conventional"
-        ./run.sh --stage 6 --stop_stage 6 --exp "exp/anticopy/${v}" > "exp/anticopy/${v}.eval.log" 2>&1 \
-            || { echo "$0: stage 6 of ${v} failed; see exp/anticopy/${v}.eval.log" >&2; exit 1; }
-        echo "$(date '+%T') probed variant ${v}: exp/anticopy/${v}/teacher_eval/summary.tsv"
+        ln -sfn "$(pwd)/${exp}/teacher_conventional" "${exp}/anticopy/${v}/teacher_conventional"
+        # shellcheck disable=SC2086
+        ./run.sh --stage 6 --stop_stage 6 --exp "${exp}/anticopy/${v}" ${run_opts} > "${exp}/anticopy/${v}.eval.log" 2>&1 \
+            || { echo "$0: stage 6 of ${v} failed; see ${exp}/anticopy/${v}.eval.log" >&2; exit 1; }
+        echo "$(date '+%T') probed variant ${v}: ${exp}/anticopy/${v}/teacher_eval/summary.tsv"
     done
 fi
