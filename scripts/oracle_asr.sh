@@ -15,11 +15,29 @@
 #   4  train the conventional (source-only) teacher -> exp/teacher_conventional
 #   5  train the Oracle Teacher -> exp/teacher_oracle
 #   6  teacher evaluation + copy probe -> exp/teacher_eval/summary.tsv
-#   7  dump teacher posteriors (train, dev) -> exp/teacher_*/posteriors/<set>/post.scp
-#   8  train students: no KD, conventional-teacher KD, Oracle-Teacher KD (x seeds)
+#   7  dump teacher posteriors (train, dev) -> exp/teacher_*/posteriors/<set>/post.scp; for the
+#      KD variants that need them: both teachers' averaged posteriors (avgkd)
+#      -> exp/teacher_average/posteriors/<set>/, the teachers' N-best hypotheses (seq-KD; the
+#      Oracle Teacher decoded with the true transcript fed)
+#      -> exp/teacher_*/seqkd_nbest<N>_<set>_beam/teacher_hyp.txt
+#   8  train students: no KD, conventional-teacher KD, Oracle-Teacher KD (x seeds); the KD
+#      variants named in --student_systems (see below); one-stage oracle self-distillation
+#      (selfdistill: trained from --self_distill_conf, exported as a plain ESPnet model)
 #   9  decode all systems (greedy CTC + CTC prefix beam search)
 #  10  score (WER/CER, per condition; optionally word accuracy, 1 - NED), spike timing (with
 #      data/<set>/word_align), posteriorgram plots, RESULTS.md
+#
+# Student systems (--student_systems; directory names: espnet_oracle/utils/systems.py):
+#   nokd convkd oraclekd    the paper's comparison (default): no KD, frame-level KD from the
+#                           conventional / Oracle Teacher (--kd_weight, --kd_temperature, --kd_frames)
+#   avgkd                   frame-level KD from both teachers' averaged posteriors
+#   convguided oracleguided Guided CTC (Kurata & Audhkhasi 2019) from the teacher's spikes
+#                           (CTC + --guided_ctc_weight x GuidedCTC; no frame KD)
+#   convkdguided oraclekdguided   frame-level KD + Guided CTC
+#   convseqkd oracleseqkd   sequence-level KD: CTC + --seq_kd_weight x CTC towards the teacher's
+#                           --seq_kd_nbest best beam hypotheses (weighted by their scores)
+#   selfdistill             one-stage oracle self-distillation (--self_distill_conf; KD weight
+#                           --self_distill_kd_weight, temperature and frames as the students')
 set -euo pipefail
 
 command_line="$0 $*"
@@ -50,10 +68,15 @@ teacher_train_opts=""   # extra options for the two teachers (e.g. "--max_epoch 
 student_train_opts=""   # extra options for the students
 parallel_teachers=true  # train stages 4 and 5 side by side (one core each) when both run
 seeds="1 2 3"           # student seeds
-student_systems="nokd convkd oraclekd"
+student_systems="nokd convkd oraclekd"  # also: avgkd convguided oracleguided convkdguided oraclekdguided convseqkd oracleseqkd selfdistill
 kd_weight=0.5
 kd_temperature=1.0
 kd_frames=all           # all | teacher_nonblank | teacher_nonblank_renorm
+guided_ctc_weight=1.0   # Guided CTC weight of the *guided / *kdguided students
+seq_kd_weight=1.0       # weight of the CTC towards the teacher's hypotheses (*seqkd students)
+seq_kd_nbest=1          # *seqkd: the teacher's N best beam hypotheses (1: its 1-best)
+self_distill_conf=conf/train_oracle_self_distill.yaml  # selfdistill: its training config
+self_distill_kd_weight=1.0  # selfdistill: weight of its KL (oracle path -> source path)
 post_format=topk        # topk | dense
 post_topk=8
 beam_size=4
@@ -177,7 +200,9 @@ python=python3
 # The one definition of these names is espnet_oracle/utils/systems.py (make_results uses it too).
 student_dirs() {
     ${python} -m espnet_oracle.utils.systems --systems "${1:-${student_systems}}" --seeds "${2:-${seeds}}" \
-        --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}"
+        --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}" \
+        --guided_ctc_weight "${guided_ctc_weight}" --seq_kd_weight "${seq_kd_weight}" \
+        --seq_kd_nbest "${seq_kd_nbest}" --self_distill_kd_weight "${self_distill_kd_weight}"
 }
 student_dirs > /dev/null || die "bad student settings (see above)"
 
@@ -396,6 +421,23 @@ if run_stage 6; then
     stage_done 6 teacher_eval
 fi
 
+# The KD variants' teacher outputs (the one definition of which system learns from which teacher:
+# espnet_oracle/utils/systems.py).
+# system_teachers posterior_teacher|hyps_teacher: the teachers whose posteriors / hypotheses the
+# systems of this run learn from, one a line.
+system_teachers() {
+    ${python} -m espnet_oracle.utils.systems --systems "${student_systems}" --what "$1" | grep -vx -- - | sort -u
+    return 0
+}
+# hyps_teacher SYSTEM: whose hypotheses a student learns from ("" for none).
+hyps_teacher() {
+    local t
+    t=$(${python} -m espnet_oracle.utils.systems --systems "$1" --what hyps_teacher) || die "bad student system '$1'"
+    [ "${t}" = - ] || echo "${t}"
+}
+# teacher_hyps_dir TEACHER SET: where stage 7 decodes TEACHER's N-best of SET (teacher_hyp.txt inside).
+teacher_hyps_dir() { echo "${exp}/$1/seqkd_nbest${seq_kd_nbest}_$2_beam"; }
+
 if run_stage 7; then
     log "stage 7: dump teacher posteriors (${post_format}, k=${post_topk})"
     stage_timer_start
@@ -421,17 +463,47 @@ if run_stage 7; then
                 || die "could not merge ${post_dir} (see above)"
         done
     done
+    # KD variants: only what --student_systems needs (nothing for the default systems)
+    if system_teachers posterior_teacher | grep -qx teacher_average; then
+        log "averaging both teachers' posteriors (avgkd) -> ${exp}/teacher_average/posteriors"
+        for x in ${train_set} ${valid_set}; do
+            ${python} -m espnet_oracle.bin.average_posteriors \
+                --post_scp "${exp}/teacher_conventional/posteriors/${x}/post.scp" \
+                --post_scp "${exp}/teacher_oracle/posteriors/${x}/post.scp" \
+                --out_dir "${exp}/teacher_average/posteriors/${x}" --format "${post_format}" --topk "${post_topk}" \
+                || die "averaging the teachers' posteriors of ${x} failed (see above)"
+        done
+    fi
+    for t in $(system_teachers hyps_teacher); do
+        # sequence-level KD targets: the teacher's N best beam hypotheses (the Oracle Teacher is
+        # decoded as always, with the true transcript fed), weighted by softmax of their scores
+        log "${t}: ${seq_kd_nbest}-best hypotheses of ${train_set} ${valid_set} (seq-KD) -> $(teacher_hyps_dir "${t}" "<set>")"
+        ${python} -m espnet_oracle.bin.decode --exp "${exp}" --systems "${t}" --dump_dir "${feats_dir}" \
+            --sets "${train_set} ${valid_set}" --modes beam --nbest "${seq_kd_nbest}" \
+            --beam_size "$((beam_size > seq_kd_nbest ? beam_size : seq_kd_nbest))" \
+            --prefix "seqkd_nbest${seq_kd_nbest}" --nj "${nj}" \
+            || die "decoding the hypotheses of ${t} failed (see above)"
+        for x in ${train_set} ${valid_set}; do
+            d=$(teacher_hyps_dir "${t}" "${x}")
+            hyp_args=(--hyp "${d}/token")
+            if [ "${seq_kd_nbest}" -gt 1 ]; then
+                hyp_args=()
+                for r in $(seq "${seq_kd_nbest}"); do
+                    hyp_args+=(--hyp "${d}/nbest/token.${r}" --score "${d}/nbest/score.${r}")
+                done
+            fi
+            ${python} -m espnet_oracle.bin.write_teacher_hyps --token_list "${token_list}" "${hyp_args[@]}" \
+                --out "${d}/teacher_hyp.txt" || die "writing the hypotheses of ${t} on ${x} failed (see above)"
+        done
+    done
     stage_done 7 dump_posteriors
 fi
 
-# student_teacher SYSTEM: which teacher's posteriors a student learns from ("" for no KD).
+# student_teacher SYSTEM: which teacher's posteriors a student learns from ("" for none).
 student_teacher() {
-    case "$1" in
-        nokd) echo "" ;;
-        convkd) echo teacher_conventional ;;
-        oraclekd) echo teacher_oracle ;;
-        *) die "unknown student system '$1' (nokd, convkd, oraclekd)" ;;
-    esac
+    local t
+    t=$(${python} -m espnet_oracle.utils.systems --systems "$1" --what posterior_teacher) || die "bad student system '$1'"
+    [ "${t}" = - ] || echo "${t}"
 }
 
 # student_args SYSTEM: the options that make a student a no-KD / KD run.
@@ -447,6 +519,30 @@ student_args() {
         --valid_data_path_and_name_and_type "${post}/${valid_set}/post.scp,teacher_post,teacher_posterior"
 }
 
+# system_args SYSTEM: all training options of a student system: student_args (frame-level KD from
+# stored posteriors) and what the KD variants add to it.
+system_args() {
+    local teacher
+    case "$1" in
+        convguided|oracleguided)  # Guided CTC without frame KD (then τ and the frames play no part)
+            kd_weight=0.0 kd_temperature=1.0 kd_frames=all student_args "$1"
+            echo --model_conf "guided_ctc_weight=${guided_ctc_weight}" ;;
+        convkdguided|oraclekdguided)
+            student_args "$1"
+            echo --model_conf "guided_ctc_weight=${guided_ctc_weight}" ;;
+        convseqkd|oracleseqkd)
+            teacher=$(hyps_teacher "$1")
+            echo --model kd_student --model_conf kd_weight=0.0 --model_conf "seq_kd_weight=${seq_kd_weight}" \
+                --train_data_path_and_name_and_type "$(teacher_hyps_dir "${teacher}" "${train_set}")/teacher_hyp.txt,teacher_hyp,teacher_hyps" \
+                --valid_data_path_and_name_and_type "$(teacher_hyps_dir "${teacher}" "${valid_set}")/teacher_hyp.txt,teacher_hyp,teacher_hyps" ;;
+        selfdistill)  # its own model (--self_distill_conf); temperature and frames as the students'
+            echo --model_conf "kd_weight=${self_distill_kd_weight}" --model_conf "kd_temperature=${kd_temperature}" \
+                --model_conf "kd_frames=${kd_frames}" ;;
+        *) student_args "$1" ;;
+    esac
+}
+# system_conf SYSTEM: the training config of a student system.
+system_conf() { if [ "$1" = selfdistill ]; then echo "${self_distill_conf}"; else echo "${student_conf}"; fi; }
 
 if run_stage 8; then
     log "stage 8: train students (${student_systems}; seeds ${seeds})"
@@ -464,18 +560,35 @@ if run_stage 8; then
         done
     done
     for s in ${student_systems}; do
-        args=$(student_args "${s}")
+        teacher=$(hyps_teacher "${s}")
+        [ -n "${teacher}" ] || continue
+        for x in ${train_set} ${valid_set}; do
+            need "$(teacher_hyps_dir "${teacher}" "${x}")/teacher_hyp.txt" \
+                "stage 7 (the hypotheses of ${teacher} for ${s}, --seq_kd_nbest ${seq_kd_nbest})"
+        done
+    done
+    for s in ${student_systems}; do
+        conf=$(system_conf "${s}")
+        [ -f "${conf}" ] || die "${s}: config ${conf} not found"
+        args=$(system_args "${s}")
         for seed in ${seeds}; do
             name=$(student_dirs "${s}" "${seed}")
             # shellcheck disable=SC2086
             bg_start "student ${name} (see ${exp}/${name}/train.log)" 1 \
-                train_model "${name}" "${student_conf}" --seed "${seed}" ${args} ${student_train_opts}
+                train_model "${name}" "${conf}" --seed "${seed}" ${args} ${student_train_opts}
             while [ "${#bg_pids[@]}" -ge "${nj}" ]; do bg_wait_one; done
         done
     done
     bg_wait_all
-    for name in $(student_dirs); do
-        ${python} -m espnet_oracle.bin.export_student --exp_dir "${exp}/${name}"
+    for s in ${student_systems}; do
+        for name in $(student_dirs "${s}"); do
+            if [ "${s}" = selfdistill ]; then  # its source-only path as a plain ESPnet model
+                ${python} -m espnet_oracle.bin.export_self_distill --exp_dir "${exp}/${name}" \
+                    || die "exporting ${name} failed (see above)"
+            else
+                ${python} -m espnet_oracle.bin.export_student --exp_dir "${exp}/${name}"
+            fi
+        done
     done
     stage_done 8 students
 fi
@@ -518,7 +631,9 @@ if run_stage 10; then
     ${python} -m espnet_oracle.bin.make_results --exp "${exp}" --recipe_dir "${recipe_dir}" \
         --sets "${valid_set} ${test_sets}" --train_set "${train_set}" --seeds "${seeds}" --out "${results}" \
         --condition_files "${condition_files}" --targets "${results_targets}" --extra_metrics "${extra_metrics}" \
-        --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}"
+        --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}" \
+        --guided_ctc_weight "${guided_ctc_weight}" --seq_kd_weight "${seq_kd_weight}" \
+        --seq_kd_nbest "${seq_kd_nbest}" --self_distill_kd_weight "${self_distill_kd_weight}"
     log "wrote ${results}"
 fi
 log "done (stages ${stage}..${stop_stage})"

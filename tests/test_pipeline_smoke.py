@@ -606,6 +606,98 @@ def test_rerun_is_idempotent(recipe):
     assert {p: digest(p) for p in watched} == before
 
 
+VARIANTS = ("avgkd", "convguided", "oracleguided", "convkdguided", "oraclekdguided", "convseqkd", "oracleseqkd",
+            "selfdistill")
+
+
+def test_kd_variant_systems(recipe):
+    """Every KD variant of issue 12 through run.sh (stages 7-10, 1 epoch, greedy, one test set) on the
+    smoke run's teachers, in its own exp dir with the teachers linked, as local/variant_sweep.sh runs
+    them: the teacher outputs stage 7 makes for them, the options each student is trained with, its
+    decodes and scores, the self-distillation's export, the KD-variants table; a rerun reuses them."""
+    recipe, _ = recipe
+    exp = recipe / "exp_variants"
+    exp.mkdir(exist_ok=True)
+    reference = student_dir(recipe / "exp", "convkd")  # conventional KD, what the variants are compared with
+    for source in [recipe / "exp" / t for t in TEACHERS] + [reference]:
+        if not (exp / source.name).is_symlink():
+            (exp / source.name).symlink_to(source)
+    options = (*TINY, "--exp", "exp_variants", "--student_systems", " ".join(VARIANTS), "--seq_kd_nbest", "2",
+               "--guided_ctc_weight", "0.5", "--test_sets", "test", "--decode_modes", "greedy",
+               "--results", "RESULTS_variants.md")
+    run(recipe, *options, "--stage", "7", "--stop_stage", "10")
+    trained_on = train_set(recipe)
+    # stage 7: the averaged posteriors, the teachers' 2-best hypotheses of the train and valid sets
+    for name in (trained_on, "dev"):
+        ids = set_ids(recipe, name)
+        assert set(read_map(exp / "teacher_average" / "posteriors" / name / "post.scp")) == ids
+        for teacher in TEACHERS:
+            hyps = read_map(exp / teacher / f"seqkd_nbest2_{name}_beam" / "teacher_hyp.txt")
+            assert set(hyps) == ids, (teacher, name)
+            assert all(1 <= len(h.split("|")) <= 2 for h in hyps.values()), (teacher, name)
+    assert (exp / "teacher_oracle" / f"seqkd_nbest2_{trained_on}_beam" / "ORACLE").exists()  # transcript fed
+    dirs = {system: student_dir(exp, system) for system in VARIANTS}
+    assert dirs["convguided"].name == "student_convguided_g0.5_seed1"
+    assert dirs["oracleseqkd"].name == "student_oracleseqkd_s1_n2_seed1"
+    assert dirs["selfdistill"].name == "student_selfdistill_k1_t1_nonblank_seed1"
+    for system, d in dirs.items():
+        config = yaml.safe_load((d / "config.yaml").read_text())
+        conf = config["model_conf"]
+        data = {name: path for path, name, _ in config["train_data_path_and_name_and_type"]}
+        if system == "selfdistill":
+            assert config["model"] == "oracle_self_distill" and conf["kd_frames"] == "teacher_nonblank"
+            assert set(data) == {"speech", "text"}
+            plain = yaml.safe_load((d / "config.inference.yaml").read_text())
+            assert plain["model"] == "espnet" and plain["encoder"] == "transformer" and (d / "inference.pth").is_file()
+        else:
+            assert config["model"] == "kd_student"
+            assert conf.get("guided_ctc_weight", 0.0) == (0.5 if "guided" in system else 0.0), system
+            assert conf.get("seq_kd_weight", 0.0) == (1.0 if "seqkd" in system else 0.0), system
+            frame_kd = system in ("avgkd", "convkdguided", "oraclekdguided")
+            assert conf["kd_weight"] == (0.5 if frame_kd else 0.0), system
+            assert ("teacher_hyp" in data) == system.endswith("seqkd")
+            assert ("teacher_post" in data) != system.endswith("seqkd")
+            if system == "avgkd":
+                assert "teacher_average" in data["teacher_post"]
+            assert yaml.safe_load((d / "config.inference.yaml").read_text())["model"] == "espnet"
+        for name in ("dev", "test"):
+            decode = d / f"decode_{name}_greedy"
+            assert set(read_map(decode / "text")) == set_ids(recipe, name), decode
+            assert json.loads((decode / "scores.json").read_text())["n_utts"] == SIZES[name]
+        assert (d / "cer_curve.tsv").is_file()
+    # the exported self-distillation model is a stock ESPnet model decoding as the recipe did
+    from espnet2.bin.asr_inference import Speech2Text
+
+    feats = load_features(recipe, "test")
+    cwd = os.getcwd()
+    os.chdir(recipe)
+    try:
+        d = dirs["selfdistill"]
+        speech2text = Speech2Text(asr_train_config=str(d / "config.inference.yaml"),
+                                  asr_model_file=str(d / "inference.pth"), ctc_weight=1.0, beam_size=BEAM,
+                                  device="cpu")
+        assert type(speech2text.asr_model).__name__ == "ESPnetASRModel"
+        greedy, _ = stock_decode(speech2text, dict(list(feats.items())[:4]))
+        expected = recipe_decode(d, "test", "greedy")
+        assert greedy == {u: expected[u] for u in greedy}
+    finally:
+        os.chdir(cwd)
+    # the table: a row per variant, ΔWER against the linked conventional-KD student
+    results = (recipe / "RESULTS_variants.md").read_text()
+    table = results.split("## KD variants", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[2].strip().strip("`").removesuffix("_seed*"): line
+            for line in table.splitlines() if line.startswith("| ") and "_seed*`" in line}
+    assert set(rows) == {d.name.removesuffix("_seed1") for d in [*dirs.values(), reference]}
+    assert "(reference)" in rows[reference.name.removesuffix("_seed1")]
+    delta = r"\| (\*\*)?[-+]\d+\.\d\d(\*\*)? \[[-+]\d+\.\d\d, [-+]\d+\.\d\d\], p "
+    assert re.search(delta, rows["student_oracleguided_g0.5"]), rows["student_oracleguided_g0.5"]
+    assert rows["student_selfdistill_k1_t1_nonblank"].rstrip().endswith("(one stage) |")
+    assert re.search(r"\d+ \+ \d+ \+ \d+ = \*\*\d+\*\* \|$", rows["student_oracleseqkd_s1_n2"].rstrip())
+    # a rerun reuses every variant (same options, same inputs)
+    rerun = run(recipe, *options, "--stage", "8", "--stop_stage", "8").stdout
+    assert rerun.count("already trained; skipping") == len(VARIANTS), rerun
+
+
 def test_missing_input_is_named(tmp_path):
     for name in ("run.sh", "conf", "local", "db.sh"):
         (tmp_path / name).symlink_to(ROOT / name)

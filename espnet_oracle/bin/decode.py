@@ -14,7 +14,14 @@ config checksums, feature fingerprint, mode, beam size; see
 ``espnet_oracle.utils.stamps``): a dir with the same stamp is skipped, one made
 differently (or by an older version, without a stamp) is moved aside to
 ``decode_<set>_<mode>.stale-<time>`` and decoded anew. Encoders run batched; ESPnet's beam search runs per
-utterance (it vectorizes over the beam, not over utterances).
+utterance (it vectorizes over the beam, not over utterances). ``seconds`` holds the wall time of
+decoding the set (all modes of one encoder pass together).
+
+For sequence-level KD (stage 7), ``--nbest N`` (N > 1, beam mode) also writes the beam's N best
+hypotheses: ``nbest/token.<r>`` and ``nbest/score.<r>`` (``utt log_score``, ESPnet's hypothesis
+score) for ranks r = 1..N (an utterance with fewer ended hypotheses is missing from the lower
+ranks), and ``--prefix`` names the output dirs ``<prefix>_<set>_<mode>`` so that they never
+collide with stage 9's ``decode_*`` dirs.
 """
 
 import argparse
@@ -33,7 +40,7 @@ from espnet_oracle.utils.stamps import decode_stamp, differences, move_aside, re
 
 def decode_one(job):
     """Decode one (system, set): greedy and/or beam from one encoder pass."""
-    exp_dir, feats_dir, modes, beam_size, batch_size = job
+    exp_dir, feats_dir, modes, beam_size, batch_size, nbest, prefix = job
     from espnet.nets.batch_beam_search import BatchBeamSearch
     from espnet.nets.scorers.ctc import CTCPrefixScorer
 
@@ -48,8 +55,10 @@ def decode_one(job):
     torch.set_num_threads(1)
     exp_dir, feats_dir = Path(exp_dir), Path(feats_dir)
     set_name = feats_dir.name
-    out_dirs = {m: exp_dir / f"decode_{set_name}_{m}" for m in modes}
+    out_dirs = {m: exp_dir / f"{prefix}_{set_name}_{m}" for m in modes}
     stamps = {m: decode_stamp(exp_dir, feats_dir, m, beam_size) for m in modes}
+    if nbest > 1 and "beam" in stamps:  # (absent for 1: the stamps of earlier decodes stay valid)
+        stamps["beam"]["nbest"] = nbest
     notes = []
     for m in list(modes):
         reasons = stale_reasons(out_dirs[m], stamps[m])
@@ -80,6 +89,7 @@ def decode_one(job):
             pre_beam_score_key=None,
         ).eval()
     results = {m: {"text": [], "token": [], "frames": []} for m in modes}
+    ranks = {r: {"token": [], "score": []} for r in range(1, nbest + 1)} if nbest > 1 else {}
     shift = None
     for batch_ids in data.batches(batch_size):
         utterances = [data.get(u) for u in batch_ids]
@@ -97,16 +107,34 @@ def decode_one(job):
             if beam_search is not None:
                 with torch.no_grad():
                     hyps = beam_search(x=encoder_out[i, :length], maxlenratio=0.0, minlenratio=0.0)
-                ids = [int(t) for t in hyps[0].yseq[1:-1].tolist()] if hyps else []
-                ids = [t for t in ids if t not in (model.blank_id, model.sos, model.eos)]
-                tokens = [token_list[t] for t in ids]
+                tokens = _hyp_tokens(hyps[0], model, token_list) if hyps else []
                 _add(results["beam"], utt.utt_id, tokens, args.token_type, None)
+                # rank 1 covers every utterance: no ended hypothesis is an empty one
+                for rank, hyp in zip(ranks, hyps or [None]):
+                    tokens = _hyp_tokens(hyp, model, token_list) if hyp is not None else []
+                    score = float(hyp.score) if hyp is not None else 0.0
+                    ranks[rank]["token"].append(f"{utt.utt_id} {' '.join(tokens)}".rstrip())
+                    ranks[rank]["score"].append(f"{utt.utt_id} {score:.6f}")
+    seconds = time.time() - started
     for mode, out in results.items():
-        _write(out_dirs[mode], out, (shift, data.frame_offset_ms(model)), oracle, mode, stamps[mode])
+        if mode == "beam" and ranks:
+            (out_dirs[mode] / ".done").unlink(missing_ok=True)
+            (out_dirs[mode] / "nbest").mkdir(parents=True, exist_ok=True)
+            for rank, lists in ranks.items():
+                for name, lines in lists.items():
+                    atomic_write_text(out_dirs[mode] / "nbest" / f"{name}.{rank}",
+                                      "".join(f"{line}\n" for line in sorted(lines)))
+        _write(out_dirs[mode], out, (shift, data.frame_offset_ms(model)), oracle, mode, stamps[mode], seconds)
     return "".join(f"{n}\n        " for n in notes) + (
         f"{exp_dir.name}/{set_name}: {len(data.utt_ids)} utterances "
         f"({', '.join(modes)}) in {time.time() - started:.1f} s"
     )
+
+
+def _hyp_tokens(hyp, model, token_list):
+    """The tokens of one ESPnet beam-search hypothesis (without <sos>/<eos> and blank)."""
+    ids = [int(t) for t in hyp.yseq[1:-1].tolist()]
+    return [token_list[t] for t in ids if t not in (model.blank_id, model.sos, model.eos)]
 
 
 def stale_reasons(out_dir: Path, stamp: dict):
@@ -127,7 +155,7 @@ def _add(out, utt_id, tokens, token_type, frames):
         out["frames"].append(f"{utt_id} {' '.join(map(str, frames))}".rstrip())
 
 
-def _write(out_dir: Path, out, timing, oracle, mode, stamp):
+def _write(out_dir: Path, out, timing, oracle, mode, stamp, seconds):
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / ".done").unlink(missing_ok=True)
     atomic_write_text(out_dir / "text", "\n".join(sorted(out["text"])) + "\n")
@@ -141,6 +169,7 @@ def _write(out_dir: Path, out, timing, oracle, mode, stamp):
             out_dir / "ORACLE", "decoded with the true transcript fed to the Oracle Teacher\n"
         )
     atomic_write_text(out_dir / "mode", f"{mode}\n")
+    atomic_write_text(out_dir / "seconds", f"{seconds:.1f}\n")
     write_stamp(out_dir / ".done", stamp)
 
 
@@ -154,19 +183,27 @@ def main(argv=None):
     parser.add_argument("--beam_size", type=int, default=4)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--nj", type=int, default=1)
+    parser.add_argument("--nbest", type=int, default=1,
+                        help="beam mode: also write the N best hypotheses (nbest/token.<r>, nbest/score.<r>)")
+    parser.add_argument("--prefix", default="decode", help="output dirs <system>/<prefix>_<set>_<mode>")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     modes = tuple(args.modes.split())
     for m in modes:
         if m not in ("greedy", "beam"):
             parser.error(f"unknown decode mode {m!r}")
+    if args.nbest < 1 or (args.nbest > 1 and "beam" not in modes):
+        parser.error("--nbest N needs N >= 1 and, for N > 1, --modes beam")
+    if args.nbest > args.beam_size:
+        parser.error(f"--nbest {args.nbest} exceeds --beam_size {args.beam_size}")
     jobs = []
     for system in args.systems:
         for set_name in args.sets.split():
             feats_dir = Path(args.dump_dir) / set_name
             if not (feats_dir / "feats.scp").exists() and not (feats_dir / "wav.scp").exists():
                 sys.exit(f"decode: {feats_dir}/feats.scp (or wav.scp) missing — run stage 2 first")
-            jobs.append((str(Path(args.exp) / system), str(feats_dir), modes, args.beam_size, args.batch_size))
+            jobs.append((str(Path(args.exp) / system), str(feats_dir), modes, args.beam_size, args.batch_size,
+                         args.nbest, args.prefix))
     # Import once in the parent so forked workers start warm.
     import espnet_oracle.tasks.oracle_asr  # noqa: F401
 

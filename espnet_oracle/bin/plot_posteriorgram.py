@@ -26,6 +26,14 @@ LABELS = {
     "nokd": "student, no KD",
     "convkd": "student, conventional KD",
     "oraclekd": "student, Oracle KD",
+    "avgkd": "student, averaged-teachers KD",
+    "convguided": "student, Guided CTC (conventional)",
+    "oracleguided": "student, Guided CTC (Oracle)",
+    "convkdguided": "student, conventional KD + Guided CTC",
+    "oraclekdguided": "student, Oracle KD + Guided CTC",
+    "convseqkd": "student, sequence-level KD (conventional)",
+    "oracleseqkd": "student, sequence-level KD (Oracle)",
+    "selfdistill": "oracle self-distillation, source path",
 }
 
 
@@ -33,9 +41,15 @@ def label_of(name: str) -> str:
     student = parse_student_dir(name)
     if student is None:
         return LABELS.get(name, name)
-    label = LABELS[student["system"]]
+    label = LABELS.get(student["system"], f"student, {student['system']}")
     if student["alpha"] is not None:
         label += f" (α={student['alpha']}, τ={student['tau']}, frames: {student['frames']})"
+    names = {"sd_weight": "KD weight", "guided": "Guided CTC", "seq": "seq-KD", "nbest": "N-best"}
+    extra = [f"{name}={student[key]}" for key, name in names.items() if student.get(key)]
+    if student.get("sd_frames"):
+        extra[1:1] = [f"τ={student['sd_tau']}", f"frames: {student['sd_frames']}"]
+    if extra:
+        label += f" ({', '.join(extra)})"
     return f"{label}, seed {student['seed']}"
 
 
