@@ -452,7 +452,7 @@ if run_stage 7; then
             state=$(${python} -m espnet_oracle.bin.dump_posteriors "${dump_args[@]}" --prepare) \
                 || die "could not check ${post_dir} (see above)"
             state=${state##*$'\n'}  # the answer is the last line
-            [ "${state}" != done ] || { log "${post_dir}: up to date"; continue; }
+            [ "${state}" != done ] || continue  # (it said so)
             dump_cmd=${decode_cmd}
             [ "${ngpu}" -eq 0 ] || dump_cmd=${cuda_cmd:-${train_cmd}}
             ${dump_cmd} JOB=1:${nj} "${post_dir}/logs/dump.JOB.log" \

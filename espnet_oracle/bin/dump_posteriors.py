@@ -256,7 +256,7 @@ def run_job(args, job: int, num_jobs: int, stamp: Optional[dict] = None) -> None
         todo.append((writer, shard_ids))
     device = _device(args, job) if todo else None
     model = load_model(Path(args.exp_dir), device=device)[0] if todo else None
-    desc = f"dump {out_dir}" + (f" (job {job}/{num_jobs}, {device})" if num_jobs > 1 else "")
+    desc = f"dump {out_dir}" + (f" (job {job}/{num_jobs}{', ' + device if device else ''})" if num_jobs > 1 else "")
     with tqdm(total=sum(len(ids) for _, ids in todo), desc=desc, unit="utt", file=sys.stderr) as bar:
         for writer, shard_ids in todo:
             writer.remove()
