@@ -22,10 +22,6 @@
 # Results: exp/variants/<variant>/ (students, RESULTS.md, stage times), exp/variants/<variant>.log,
 # exp/variants/summary (variant, status, wall seconds, systems, log), RESULTS.md.
 #
-# STATUS (2026-11-28): the pipeline wiring of the variant systems (stages 7-9 of
-# scripts/oracle_asr.sh: teacher hypotheses, averaged posteriors, the new student systems) has not
-# landed yet; until it does, run.sh refuses every variant ("unknown student system") and the summary
-# lists it FAILED. The losses/models (tests/test_kd_variants.py) and the RESULTS.md table are in.
 # A failing variant does not stop the sweep: the summary lists it (status FAILED), and the exit status
 # is 1. On INT/TERM the running run.sh (and what it started) is ended.
 set -uo pipefail
