@@ -43,20 +43,13 @@ for setting in ${settings}; do
 done
 
 # run.sh runs in its own process group; on INT/TERM that group is ended (and run.sh ends its jobs)
-child=""
-end_child() { [ -z "${child}" ] || { kill -TERM -- "-${child}" 2> /dev/null; wait "${child}"; }; }
-trap 'end_child; exit 130' INT
-trap 'end_child; exit 143' TERM
+# shellcheck disable=SC1091
+. "${root}/scripts/process_groups.sh"
+trap 'end_group_child; exit 130' INT
+trap 'end_group_child; exit 143' TERM
 run_sh() {  # run_sh LOG ARGS...: run.sh with ARGS, output to LOG
     local log=$1; shift
-    set -m
-    "${root}/run.sh" "$@" > "${log}" 2>&1 &
-    set +m
-    child=$!
-    wait "${child}"
-    local rc=$?
-    child=""
-    return "${rc}"
+    run_group_child "${log}" "${root}/run.sh" "$@"
 }
 
 failed=() done_settings=()

@@ -69,21 +69,14 @@ mkdir -p exp/variants
 echo "$(date '+%F %T') cd $(pwd) && ${command_line}" >> exp/commands.log
 
 # run.sh runs in its own process group; on INT/TERM that group is ended (and run.sh ends its jobs)
-child=""
-end_child() { [ -z "${child}" ] || { kill -TERM -- "-${child}" 2> /dev/null; wait "${child}"; }; }
-trap 'end_child; exit 130' INT
-trap 'end_child; exit 143' TERM
+# shellcheck disable=SC1091
+. "${root}/scripts/process_groups.sh"
+trap 'end_group_child; exit 130' INT
+trap 'end_group_child; exit 143' TERM
 run_sh() {  # run_sh LOG ARGS...: run.sh with ARGS (then the pass-through options), output to LOG
     local log=$1; shift
     echo "$(date '+%T') run.sh $*${extra[*]:+ ${extra[*]}} > ${log}"
-    set -m
-    "${root}/run.sh" "$@" "${extra[@]}" > "${log}" 2>&1 &
-    set +m
-    child=$!
-    wait "${child}"
-    local rc=$?
-    child=""
-    return "${rc}"
+    run_group_child "${log}" "${root}/run.sh" "$@" "${extra[@]}"
 }
 
 summary=exp/variants/summary

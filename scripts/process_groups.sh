@@ -1,4 +1,4 @@
-# Sourced by oracle_asr.sh and run_local.sh: end background jobs that each lead their own
+# Sourced by oracle_asr.sh, run_local.sh and the sweep scripts: end background jobs that each lead their own
 # process group (started under `set -m`), so their children (ESPnet trainers) end with them.
 # end_process_groups PID...: TERM every group, wait up to 10 s, KILL what is left.
 end_process_groups() {
@@ -13,3 +13,21 @@ end_process_groups() {
         kill -KILL -- "-${pid}" 2> /dev/null || true
     done
 }
+
+# For the sweep scripts: one run at a time in its own process group, ended with the caller.
+#   . scripts/process_groups.sh; trap 'end_group_child; exit 130' INT; trap 'end_group_child; exit 143' TERM
+# run_group_child LOG COMMAND ARGS...: run COMMAND (output to LOG) and return its exit status.
+group_child=""
+run_group_child() {
+    local log=$1 rc
+    shift
+    set -m
+    "$@" > "${log}" 2>&1 &
+    set +m
+    group_child=$!
+    wait "${group_child}"
+    rc=$?
+    group_child=""
+    return "${rc}"
+}
+end_group_child() { [ -z "${group_child}" ] || { kill -TERM -- "-${group_child}" 2> /dev/null; wait "${group_child}"; }; }

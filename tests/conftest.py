@@ -28,3 +28,28 @@ def token_file(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("tokens") / "tokens.txt"
     path.write_text("\n".join(request.module.TOKENS) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(task, token_file, tmp_path_factory):
+    """A tiny conventional CTC teacher (d = 16, one block, random weights) laid out like a
+    trained ESPnet experiment: ``config.yaml`` + ``valid.loss.ave.pth``."""
+    from pathlib import Path
+
+    import torch
+    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "train_teacher_conventional.yaml"
+    tiny = [arg for item in ("output_size=16", "attention_heads=2", "linear_units=32", "num_blocks=1")
+            for arg in ("--encoder_conf", item)]
+    exp = tmp_path_factory.mktemp("teacher")
+    args = task.get_parser().parse_args([
+        "--config", str(conf), "--token_list", str(token_file), "--token_type", "char",
+        "--normalize", "utterance_mvn", "--output_dir", str(exp), *tiny,
+    ])
+    torch.manual_seed(0)
+    model = task.build_model(args)
+    with open(exp / "config.yaml", "w", encoding="utf-8") as f:
+        yaml_no_alias_safe_dump(vars(args), f, indent=4, sort_keys=False)
+    torch.save(model.state_dict(), exp / "valid.loss.ave.pth")
+    return exp

@@ -204,32 +204,6 @@ def test_reader_refuses_old_layout(tmp_path):
 REPO = Path(__file__).resolve().parents[1]
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "e", "f", "g", "h", "<sos/eos>"]
 TEXTS = {"utt1": "abc", "utt2": "bad", "utt3": "hedge"}
-TINY_TEACHER_ARGS = [
-    "--encoder_conf", "output_size=16",
-    "--encoder_conf", "attention_heads=2",
-    "--encoder_conf", "linear_units=32",
-    "--encoder_conf", "num_blocks=1",
-]
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(task, token_file, tmp_path_factory):
-    """A tiny conventional CTC teacher laid out like a trained ESPnet experiment."""
-    import torch
-    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
-
-    exp = tmp_path_factory.mktemp("teacher")
-    args = task.get_parser().parse_args([
-        "--config", str(REPO / "conf" / "train_teacher_conventional.yaml"),
-        "--token_list", str(token_file), "--token_type", "char",
-        "--normalize", "utterance_mvn", "--output_dir", str(exp), *TINY_TEACHER_ARGS,
-    ])
-    torch.manual_seed(0)
-    model = task.build_model(args)
-    with open(exp / "config.yaml", "w", encoding="utf-8") as f:
-        yaml_no_alias_safe_dump(vars(args), f, indent=4, sort_keys=False)
-    torch.save(model.state_dict(), exp / "valid.loss.ave.pth")
-    return exp
 
 
 def _input_size(exp_dir: Path) -> int:
