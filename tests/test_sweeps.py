@@ -27,6 +27,8 @@ def sweep_tree(tmp_path: Path, script: str, fail_when: str) -> tuple:
     tree = tmp_path / "tree"
     (tree / "local").mkdir(parents=True)
     shutil.copy(ROOT / "local" / script, tree / "local" / script)
+    (tree / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "process_groups.sh", tree / "scripts")
     (tree / "path.sh").write_text(f". {ROOT}/path.sh\n")
     calls = tmp_path / "calls"
     write_exe(tree / "run.sh", (
