@@ -15,8 +15,8 @@
 #   4  train the conventional (source-only) teacher -> exp/teacher_conventional
 #   5  train the Oracle Teacher -> exp/teacher_oracle
 #   6  teacher evaluation + copy probe -> exp/teacher_eval/summary.tsv
-#   7  dump teacher posteriors (train, dev) -> exp/teacher_*/posteriors/<set>/post.scp; for the
-#      KD variants that need them: both teachers' averaged posteriors (avgkd)
+#   7  dump teacher posteriors (train, dev) -> exp/teacher_*/posteriors/<set>/post.scp (not with
+#      --online_teacher true); for the KD variants that need them: both teachers' averaged posteriors (avgkd)
 #      -> exp/teacher_average/posteriors/<set>/, the teachers' N-best hypotheses (seq-KD; the
 #      Oracle Teacher decoded with the true transcript fed)
 #      -> exp/teacher_*/seqkd_nbest<N>_<set>_beam/teacher_hyp.txt
@@ -38,6 +38,16 @@
 #                           --seq_kd_nbest best beam hypotheses (weighted by their scores)
 #   selfdistill             one-stage oracle self-distillation (--self_distill_conf; KD weight
 #                           --self_distill_kd_weight, temperature and frames as the students')
+#
+# Online teacher (--online_teacher true; default false): the convkd/oraclekd students hold the
+# frozen teacher (exp/teacher_*/config.yaml + valid.loss.ave.pth, passed as --model_conf
+# online_teacher_config/online_teacher_model_file) and run it on each batch inside their training
+# step, so stage 7 dumps no posteriors: no dump storage or I/O, but every student step (training and
+# validation) also pays a teacher forward, and the targets are the exact dense posteriors instead of
+# the top-k float16 dump. Their directories end in _online (student_oraclekd_a0.5_t1_nonblank_online_seed1),
+# never shared with dump-based students; the teacher checkpoint is a fingerprinted input of their
+# stamp, so a retrained teacher retrains them. Only nokd, convkd and oraclekd may run with it (the
+# other KD systems need stored teacher outputs: run them without --online_teacher).
 set -euo pipefail
 
 command_line="$0 $*"
@@ -77,6 +87,7 @@ seq_kd_weight=1.0       # weight of the CTC towards the teacher's hypotheses (*s
 seq_kd_nbest=1          # *seqkd: the teacher's N best beam hypotheses (1: its 1-best)
 self_distill_conf=conf/train_oracle_self_distill.yaml  # selfdistill: its training config
 self_distill_kd_weight=1.0  # selfdistill: weight of its KL (oracle path -> source path)
+online_teacher=false    # true: convkd/oraclekd run the teacher inside each training step (no stage-7 dump)
 post_format=topk        # topk | dense
 post_topk=8
 beam_size=4
@@ -202,8 +213,10 @@ student_dirs() {
     ${python} -m espnet_oracle.utils.systems --systems "${1:-${student_systems}}" --seeds "${2:-${seeds}}" \
         --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}" \
         --guided_ctc_weight "${guided_ctc_weight}" --seq_kd_weight "${seq_kd_weight}" \
-        --seq_kd_nbest "${seq_kd_nbest}" --self_distill_kd_weight "${self_distill_kd_weight}"
+        --seq_kd_nbest "${seq_kd_nbest}" --self_distill_kd_weight "${self_distill_kd_weight}" \
+        --online_teacher "${online_teacher}"
 }
+case "${online_teacher}" in true|false) ;; *) die "--online_teacher must be true or false, got '${online_teacher}'" ;; esac
 student_dirs > /dev/null || die "bad student settings (see above)"
 
 # Options every ESPnet run shares: token list, data; SHAPE_OR_KEY files (default: shape files).
@@ -441,7 +454,12 @@ teacher_hyps_dir() { echo "${exp}/$1/seqkd_nbest${seq_kd_nbest}_$2_beam"; }
 if run_stage 7; then
     log "stage 7: dump teacher posteriors (${post_format}, k=${post_topk})"
     stage_timer_start
-    for t in teacher_conventional teacher_oracle; do
+    dump_teachers="teacher_conventional teacher_oracle"
+    if [ "${online_teacher}" = true ]; then  # only nokd/convkd/oraclekd (student_dirs refused the rest)
+        log "--online_teacher true: no posterior dump, the students run their teacher in each training step"
+        dump_teachers=""
+    fi
+    for t in ${dump_teachers}; do
         need "$(teacher_model ${t})" "stage 4/5 (teacher training)"
         for x in ${train_set} ${valid_set}; do
             # sharded over --nj parallel jobs (GPU jobs with --ngpu > 0: ${cuda_cmd:-${train_cmd}}, e.g.
@@ -506,7 +524,8 @@ student_teacher() {
     [ "${t}" = - ] || echo "${t}"
 }
 
-# student_args SYSTEM: the options that make a student a no-KD / KD run.
+# student_args SYSTEM: the options that make a student a no-KD / KD run: the teacher's stored
+# posteriors as data, or with --online_teacher true the teacher's config and checkpoint (model_conf).
 student_args() {
     local teacher
     teacher=$(student_teacher "$1")
@@ -514,9 +533,14 @@ student_args() {
     local post=${exp}/${teacher}/posteriors
     echo --model kd_student \
         --model_conf "kd_weight=${kd_weight}" --model_conf "kd_temperature=${kd_temperature}" \
-        --model_conf "kd_frames=${kd_frames}" \
-        --train_data_path_and_name_and_type "${post}/${train_set}/post.scp,teacher_post,teacher_posterior" \
-        --valid_data_path_and_name_and_type "${post}/${valid_set}/post.scp,teacher_post,teacher_posterior"
+        --model_conf "kd_frames=${kd_frames}"
+    if [ "${online_teacher}" = true ]; then
+        echo --model_conf "online_teacher_config=${exp}/${teacher}/config.yaml" \
+            --model_conf "online_teacher_model_file=$(teacher_model "${teacher}")"
+    else
+        echo --train_data_path_and_name_and_type "${post}/${train_set}/post.scp,teacher_post,teacher_posterior" \
+            --valid_data_path_and_name_and_type "${post}/${valid_set}/post.scp,teacher_post,teacher_posterior"
+    fi
 }
 
 # system_args SYSTEM: all training options of a student system: student_args (frame-level KD from
@@ -551,6 +575,11 @@ if run_stage 8; then
     for s in ${student_systems}; do
         teacher=$(student_teacher "${s}")
         [ -n "${teacher}" ] || continue
+        if [ "${online_teacher}" = true ]; then  # the student loads the teacher itself
+            need "$(teacher_model "${teacher}")" "stage 4/5 (teacher training)"
+            need "${exp}/${teacher}/config.yaml" "stage 4/5 (teacher training)"
+            continue
+        fi
         for x in ${train_set} ${valid_set}; do
             need "${exp}/${teacher}/posteriors/${x}/post.scp" "stage 7 (dump teacher posteriors)"
             ${python} -m espnet_oracle.bin.check_posteriors \
@@ -633,7 +662,8 @@ if run_stage 10; then
         --condition_files "${condition_files}" --targets "${results_targets}" --extra_metrics "${extra_metrics}" \
         --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}" \
         --guided_ctc_weight "${guided_ctc_weight}" --seq_kd_weight "${seq_kd_weight}" \
-        --seq_kd_nbest "${seq_kd_nbest}" --self_distill_kd_weight "${self_distill_kd_weight}"
+        --seq_kd_nbest "${seq_kd_nbest}" --self_distill_kd_weight "${self_distill_kd_weight}" \
+        --online_teacher "${online_teacher}"
     log "wrote ${results}"
 fi
 log "done (stages ${stage}..${stop_stage})"

@@ -36,7 +36,7 @@ def test_student_dir_names_carry_the_kd_settings():
     assert student_dir("oraclekd", 1, 0.5, 1, "all") != student_dir("oraclekd", 1, 0.5, 1, "teacher_nonblank")
     assert student_dir("oraclekd", 1, 0.5, 1, "teacher_nonblank_renorm") == "student_oraclekd_a0.5_t1_renorm_seed1"
     info = parse_student_dir("student_oraclekd_a0.5_t1_nonblank_seed2")
-    assert info == dict(system="oraclekd", alpha="0.5", tau="1", frames="nonblank", seed=2,
+    assert info == dict(system="oraclekd", alpha="0.5", tau="1", frames="nonblank", online=False, seed=2,
                         group="student_oraclekd_a0.5_t1_nonblank")
     assert parse_student_dir("student_nokd_seed1")["alpha"] is None
     assert parse_student_dir("student_oraclekd_a0.5_t1_all_seed1.stale-20250101-000000") is None

@@ -1,8 +1,12 @@
 """CTC student trained with frame-level knowledge distillation from teacher posteriors."""
 
+import logging
+import threading
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
+import yaml
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
@@ -14,10 +18,36 @@ from espnet_oracle.asr.kd_loss import frame_kd_loss, guided_ctc_loss, weighted_c
 from espnet_oracle.utils.teacher_hyps import unpack_batch
 
 KD_FRAME_CHOICES = ("all", "teacher_nonblank", "teacher_nonblank_renorm")
+# guards building / copying an online teacher (DataParallel runs replicas in threads)
+_ONLINE_TEACHER_LOCK = threading.Lock()
 
 
 class FrameMismatchError(ValueError):
     """Stored teacher posteriors do not line up with the student's frames."""
+
+
+def _inference():
+    """``espnet_oracle.utils.inference`` (the tools' teacher forward), imported without the
+    root-logger level its import sets for the tools: a training run keeps its INFO log."""
+    root = logging.getLogger()
+    level = root.level
+    from espnet_oracle.utils import inference
+
+    root.setLevel(level)
+    return inference
+
+
+def config_token_list(config_path) -> List[str]:
+    """The token list of a train config.yaml (ESPnet saves the list; a path to a file is read too)."""
+    with open(config_path, encoding="utf-8") as f:
+        config = yaml.safe_load(f) or {}
+    tokens = config.get("token_list")
+    if isinstance(tokens, str):
+        with open(tokens, encoding="utf-8") as f:
+            tokens = [line.rstrip() for line in f]
+    if not isinstance(tokens, list):
+        raise ValueError(f"{config_path} has no token_list: not an ESPnet train config")
+    return [str(t) for t in tokens]
 
 
 class KDStudentModel(ESPnetASRModel):
@@ -34,7 +64,9 @@ class KDStudentModel(ESPnetASRModel):
     frame KD as before; the other two are added on top (0 = off).
 
     - KD: ``sum_t KL(p_teacher^tau(t) || p_student^tau(t))`` over the frames
-      chosen by ``kd_frames``, from the stored posteriors ``teacher_post``.
+      chosen by ``kd_frames``, from the stored posteriors ``teacher_post`` or,
+      with ``online_teacher_config``/``online_teacher_model_file``, from a
+      frozen teacher run inside each step (see below).
     - GuidedCTC (Kurata & Audhkhasi, Interspeech 2019, see
       ``kd_loss.guided_ctc_loss``): ``sum_t M_t (1 - p_student(k_t | t))`` over
       the teacher's spike frames t (teacher argmax k_t not blank), from the same
@@ -50,6 +82,24 @@ class KDStudentModel(ESPnetASRModel):
     plain ESPnet CTC model: at inference it *is* ``model: espnet``
     (``espnet_oracle.bin.export_student`` writes that config).
 
+    Online teacher (``online_teacher_config`` + ``online_teacher_model_file``: a
+    teacher's train config.yaml and checkpoint, e.g. ``exp/teacher_oracle/config.yaml``
+    and ``exp/teacher_oracle/valid.loss.ave.pth``; ``model: espnet`` or
+    ``model: oracle_teacher``): instead of stored posteriors, each forward runs the
+    frozen teacher on the batch's unaugmented ``speech`` under ``torch.no_grad()``,
+    through the same function as the posterior dump
+    (``utils.inference.ctc_log_probs_padded``); the Oracle Teacher is fed the batch's
+    ``text``. No dump storage, but every step (training and validation) also pays a
+    teacher forward. The teacher's token list must equal the student's (checked when
+    the student is built, from the teacher's config). The teacher is built on first
+    use (so loading the trained student for decoding never builds it), in eval mode
+    with ``requires_grad`` off, and is held outside torch's module registry: it is in
+    neither ``state_dict()`` nor ``parameters()`` (so not in the optimizer or the
+    checkpoint), and it is moved to the device of each batch it sees (one copy per
+    device). Its posteriors are exact and dense (float32), whereas stored dumps are by
+    default top-k (k = 8) float16 with the exact leftover mass (``post_format topk``),
+    so an online student and a dump-based one see slightly different targets.
+
     Args:
         kd_weight: alpha in [0, 1].
         kd_temperature: tau > 0.
@@ -64,6 +114,9 @@ class KDStudentModel(ESPnetASRModel):
             teacher spike (m_b = 0) contributes 0.
         guided_ctc_weight: g >= 0.
         seq_kd_weight: s >= 0.
+        online_teacher_config: the online teacher's train config.yaml (with
+            ``online_teacher_model_file``; None: posteriors come from the data).
+        online_teacher_model_file: the online teacher's checkpoint (.pth).
     """
 
     @typechecked
@@ -75,6 +128,8 @@ class KDStudentModel(ESPnetASRModel):
         kd_frames: str = "all",
         guided_ctc_weight: float = 0.0,
         seq_kd_weight: float = 0.0,
+        online_teacher_config: Optional[str] = None,
+        online_teacher_model_file: Optional[str] = None,
         **kwargs,
     ):
         kwargs.setdefault("ctc_weight", 1.0)
@@ -108,6 +163,81 @@ class KDStudentModel(ESPnetASRModel):
         self.kd_frames = kd_frames
         self.guided_ctc_weight = guided_ctc_weight
         self.seq_kd_weight = seq_kd_weight
+        if (online_teacher_config is None) != (online_teacher_model_file is None):
+            raise ValueError(
+                "an online teacher needs both online_teacher_config and online_teacher_model_file "
+                f"(got config {online_teacher_config!r}, model file {online_teacher_model_file!r})"
+            )
+        self.online_teacher_config = online_teacher_config
+        self.online_teacher_model_file = online_teacher_model_file
+        if online_teacher_config is not None:
+            self._check_online_teacher()
+        # device -> the built teacher; set with object.__setattr__ so that torch does not
+        # register it as a submodule (no state_dict keys, parameters or optimizer entries)
+        object.__setattr__(self, "_online_teachers", {})
+
+    def _check_online_teacher(self) -> None:
+        """Refuse missing files and a teacher whose token list is not the student's."""
+        config, model_file = self.online_teacher_config, self.online_teacher_model_file
+        for path, what in ((config, "online_teacher_config"), (model_file, "online_teacher_model_file")):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{what}: {path} not found (train the teacher first)")
+        teacher_tokens = config_token_list(config)
+        if teacher_tokens != list(self.token_list):
+            first = next((i for i, (a, b) in enumerate(zip(teacher_tokens, self.token_list)) if a != b),
+                         min(len(teacher_tokens), len(self.token_list)))
+            raise ValueError(
+                f"online teacher {config} + {model_file}: its token list ({len(teacher_tokens)} tokens) "
+                f"differs from the student's ({len(self.token_list)} tokens) first at index {first}: "
+                "teacher and student must share one token list"
+            )
+
+    def online_teacher(self, device: torch.device) -> torch.nn.Module:
+        """The frozen online teacher on ``device`` (built on first use; see the class docstring)."""
+        key = str(device)
+        teacher = self._online_teachers.get(key)
+        if teacher is not None:
+            return teacher
+        with _ONLINE_TEACHER_LOCK:
+            if key not in self._online_teachers:
+                if self._online_teachers:  # another device already has one: copy it
+                    import copy
+
+                    teacher = copy.deepcopy(next(iter(self._online_teachers.values()))).to(device)
+                else:
+                    # building initializes (then overwrites) weights: keep the student's random
+                    # stream (SpecAugment, dropout) that of a run with stored posteriors
+                    with torch.random.fork_rng(devices=[]):
+                        teacher, _ = _inference().load_model_files(
+                            self.online_teacher_config, self.online_teacher_model_file
+                        )
+                    teacher.requires_grad_(False)
+                    teacher = teacher.eval().to(device)
+                self._online_teachers[key] = teacher
+            return self._online_teachers[key]
+
+    @torch.no_grad()
+    def online_teacher_posteriors(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        utt_id: Optional[List[str]] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The online teacher's (B, T', V) CTC log-posteriors and (B,) frame counts.
+
+        Args:
+            speech: (B, T, F) unaugmented input, as the data loader gives it (copied: the
+                teacher's normalization works in place); speech_lengths: (B,).
+            text: (B, L) token ids padded with -1; text_lengths: (B,) (fed to an Oracle
+                Teacher, ignored by a conventional one).
+        """
+        teacher = self.online_teacher(speech.device)
+        log_probs, lengths, _ = _inference().ctc_log_probs_padded(
+            teacher, speech.clone(), speech_lengths, text, text_lengths, utt_id
+        )
+        return log_probs.float(), lengths
 
     def check_frames(
         self,
@@ -172,12 +302,21 @@ class KDStudentModel(ESPnetASRModel):
         Args:
             speech: (B, T, F); speech_lengths: (B,); text: (B, L); text_lengths: (B,).
             teacher_post: (B, T', V) teacher log-probs; teacher_post_lengths: (B,).
+                Not with an online teacher, which computes them from ``speech`` (and,
+                for the Oracle Teacher, ``text``) here.
             teacher_hyp: (B, P) packed teacher hypotheses (``teacher_hyps`` data
                 type); teacher_hyp_lengths: (B,).
             utt_id: utterance ids (ESPnet's trainer passes them), used in errors.
         """
         has_post = teacher_post is not None and teacher_post_lengths is not None
-        if (self.kd_weight > 0 or self.guided_ctc_weight > 0) and not has_post:
+        online = self.online_teacher_config is not None
+        if online and (teacher_post is not None or teacher_post_lengths is not None):
+            raise ValueError(
+                "model: kd_student got both stored teacher posteriors (teacher_post) and an online "
+                f"teacher ({self.online_teacher_config}): give one (drop the teacher_post data "
+                "entries or the online_teacher_* model_conf)"
+            )
+        if (self.kd_weight > 0 or self.guided_ctc_weight > 0) and not (has_post or online):
             raise ValueError(
                 "model: kd_student needs teacher posteriors (kd_weight or guided_ctc_weight "
                 "> 0): add --train_data_path_and_name_and_type "
@@ -192,6 +331,11 @@ class KDStudentModel(ESPnetASRModel):
             )
         text = text[:, : text_lengths.max()]
         batch_size = speech.shape[0]
+        if online:  # before the student's encode, whose SpecAug and normalization must not reach it
+            teacher_post, teacher_post_lengths = self.online_teacher_posteriors(
+                speech, speech_lengths, text, text_lengths, utt_id
+            )
+            has_post = True
         encoder_out, encoder_out_lens = self.encode(speech, speech_lengths)
         if isinstance(encoder_out, tuple):
             encoder_out = encoder_out[0]

@@ -2,9 +2,11 @@
 Why it exists: so the student is an ordinary ESPnet model that ESPnet's own inference loads.
 
 ``model: kd_student`` exists only for training: its loss reads teacher
-posteriors, but it has no parameters beyond ``model: espnet``. This writes
+posteriors (stored, or from an online teacher it holds outside its state_dict),
+but it has no parameters beyond ``model: espnet``. This writes
 ``<exp_dir>/config.inference.yaml``: the training config with ``model: espnet``,
-the KD-only options and the teacher-posterior data entries removed. Stock
+the KD-only options (the online teacher's files among them) and the
+teacher-posterior data entries removed. Stock
 ``espnet2.bin.asr_inference`` and ``espnet2.bin.pack asr`` then take it with the
 unchanged ``valid.loss.ave.pth``. For a no-KD student the config is the same
 apart from the files below.
@@ -37,7 +39,8 @@ import yaml
 
 from espnet_oracle.utils.datadir import atomic_copy, atomic_write_text
 
-KD_MODEL_CONF = ("kd_weight", "kd_temperature", "kd_frames", "guided_ctc_weight", "seq_kd_weight")
+KD_MODEL_CONF = ("kd_weight", "kd_temperature", "kd_frames", "guided_ctc_weight", "seq_kd_weight",
+                 "online_teacher_config", "online_teacher_model_file")
 # training-only inputs of a KD student
 KD_DATA_NAMES = ("teacher_post", "teacher_hyp")
 INFERENCE_CONFIG = "config.inference.yaml"

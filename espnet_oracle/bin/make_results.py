@@ -95,7 +95,12 @@ def student_groups(exp: Path, seeds: Optional[List[str]], current: Dict[str, str
         if info is None or (seeds is not None and str(info["seed"]) not in seeds) or not path.is_dir():
             continue
         groups.setdefault(info["group"], (info["system"], []))[1].append(path)
-    order = {student_group(system, **current): i for i, system in enumerate(STUDENT_SYSTEMS)}
+    order = {}
+    for i, system in enumerate(STUDENT_SYSTEMS):
+        try:
+            order[student_group(system, **current)] = i
+        except ValueError:  # e.g. a system this run's --online_teacher true does not train
+            continue
     names = sorted(groups, key=lambda g: (order.get(g, len(order)), g))
     return [(g, groups[g][0], groups[g][1]) for g in names]
 
@@ -112,6 +117,8 @@ def group_label(group: str, system: str) -> str:
         settings.append(f"Guided CTC weight {info['guided']}")
     if info.get("seq") is not None:
         settings.append(f"weight {info['seq']}, {info['nbest']}-best")
+    if info.get("online"):
+        settings.append("online teacher, no dump")
     return label + (f" ({'; '.join(settings)})" if settings else "")
 
 
@@ -446,6 +453,8 @@ def main(argv=None):
     parser.add_argument("--seq_kd_weight", default="1.0")
     parser.add_argument("--seq_kd_nbest", default="1")
     parser.add_argument("--self_distill_kd_weight", default="1.0")
+    parser.add_argument("--online_teacher", default="false",
+                        help="true: this run's convkd/oraclekd students learned from an online teacher")
     args = parser.parse_args(argv)
     exp = Path(args.exp)
     sets = args.sets.split()
@@ -453,7 +462,8 @@ def main(argv=None):
     seeds = args.seeds.split()
     current = dict(kd_weight=args.kd_weight, kd_temperature=args.kd_temperature, kd_frames=args.kd_frames,
                    guided_ctc_weight=args.guided_ctc_weight, seq_kd_weight=args.seq_kd_weight,
-                   seq_kd_nbest=args.seq_kd_nbest, self_distill_kd_weight=args.self_distill_kd_weight)
+                   seq_kd_nbest=args.seq_kd_nbest, self_distill_kd_weight=args.self_distill_kd_weight,
+                   online_teacher=args.online_teacher)
     groups = student_groups(exp, seeds, current)
     # (name, label, dirs) of every system in the tables: teachers, then student groups
     systems = [(t, LABELS[t], [exp / t]) for t in TEACHERS if (exp / t).exists()]
@@ -694,6 +704,10 @@ def main(argv=None):
         if stats and meta:
             out.append(f"- {teacher}: {meta['format']} (k={meta.get('k')}), {stats['frames']} frames, "
                        f"**{stats['bytes_per_frame']:.1f} bytes/frame** on disk (train)")
+    online = [g for g, _, _ in groups if (parse_student_dir(f"{g}_seed0") or {}).get("online")]
+    if online:
+        out.append(f"- online teacher (`{'`, `'.join(online)}`): nothing stored; the frozen teacher ran inside "
+                   "each training step (exact dense posteriors)")
     bench = load_json(exp / "benchmark" / "benchmark.json")
     if bench:
         out += ["", "## Benchmark (`python -m espnet_oracle.bin.benchmark`, run after the recipe)", ""]

@@ -43,17 +43,22 @@ def model_file(exp_dir: Path) -> Path:
 
 def load_model(exp_dir: Path, device: str = "cpu") -> Tuple[torch.nn.Module, argparse.Namespace]:
     """Build the model of ``exp_dir`` from its config.yaml and averaged weights."""
-    from espnet_oracle.tasks.oracle_asr import OracleASRTask
-
     exp_dir = Path(exp_dir)
     config = exp_dir / "config.yaml"
     if not config.exists():
         raise FileNotFoundError(f"{config} not found: {exp_dir} is not a trained ESPnet experiment")
+    return load_model_files(config, model_file(exp_dir), device)
+
+
+def load_model_files(config, model_path, device: str = "cpu") -> Tuple[torch.nn.Module, argparse.Namespace]:
+    """Build a model from a train config.yaml and a checkpoint, in eval mode, as every tool loads one
+    (posterior dumps, decoding, probes, and the KD student's online teacher)."""
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
         install_exact_subsampling_lengths,
     )
+    from espnet_oracle.tasks.oracle_asr import OracleASRTask
 
-    model, args = OracleASRTask.build_model_from_file(config, model_file(exp_dir), device)
+    model, args = OracleASRTask.build_model_from_file(Path(config), Path(model_path), device)
     # Batch-independent frame counts and outputs for dumping and decoding.
     install_exact_subsampling_lengths(model)
     model.eval()
@@ -221,6 +226,21 @@ def padding_sensitive(model: torch.nn.Module) -> bool:
     return cached
 
 
+def padded_batch(model: torch.nn.Module, utterances: Sequence[Utterance], zero_source: bool = False):
+    """The padded batch of ``utterances`` that :func:`encode_padded` takes:
+    (speech, speech_lengths, text, text_lengths, utt_ids); text (padded with -1) only for the
+    Oracle Teacher, which is fed each utterance's ``token_ids``. With ``zero_source`` the
+    features are replaced by the training mean, i.e. zero after global mean-variance
+    normalization: the audio carries nothing."""
+    speech, speech_lengths = pad([u.feats.astype(np.float32) for u in utterances], 0.0)
+    if zero_source:  # features at the training mean (zero after MVN); raw input: silence
+        speech = torch.zeros_like(speech) if speech.dim() == 2 else training_mean(model).expand_as(speech).clone()
+    text = text_lengths = None
+    if is_oracle(model):
+        text, text_lengths = pad([np.asarray(u.token_ids, dtype=np.int64) for u in utterances], -1)
+    return speech, speech_lengths, text, text_lengths, [u.utt_id for u in utterances]
+
+
 @torch.no_grad()
 def encode_batch(
     model: torch.nn.Module,
@@ -228,22 +248,58 @@ def encode_batch(
     zero_source: bool = False,
     return_attention: bool = False,
 ):
-    """Encoder frames of a batch: what the CTC layer reads.
-
-    The Oracle Teacher is fed each utterance's ``token_ids``. With
-    ``zero_source`` the features are replaced by the training mean, i.e. zero
-    after global mean-variance normalization: the audio carries nothing.
+    """Encoder frames of a batch of utterances: what the CTC layer reads.
 
     Returns (B, T', D) frames, (B,) lengths, and, if asked, the last fusion
-    block's cross-attention (B, H, T', L) of the Oracle Teacher (else None).
-    A padding-sensitive encoder (:func:`padding_sensitive`, e.g. a conformer) is run one
-    utterance at a time, so that no output (posterior dumps, decodes, probes) depends on
-    which other utterances share its batch.
+    block's cross-attention (B, H, T', L) of the Oracle Teacher (else None);
+    see :func:`padded_batch` and :func:`encode_padded`.
+    """
+    return encode_padded(model, *padded_batch(model, utterances, zero_source), return_attention=return_attention)
+
+
+@torch.no_grad()
+def encode_padded(
+    model: torch.nn.Module,
+    speech: torch.Tensor,
+    speech_lengths: torch.Tensor,
+    text: Optional[torch.Tensor] = None,
+    text_lengths: Optional[torch.Tensor] = None,
+    utt_ids: Optional[Sequence[str]] = None,
+    return_attention: bool = False,
+):
+    """Encoder frames of a padded batch: the one teacher forward of posterior dumps, decoding,
+    probes and the KD student's online teacher.
+
+    Args:
+        speech: (B, T, F) features or (B, S) waveforms, zero-padded; speech_lengths: (B,).
+            The model applies its own frontend and normalization (in eval mode: no
+            SpecAugment). ESPnet's normalization works in place: ``speech`` may be changed.
+        text: (B, L) token ids padded with -1, text_lengths: (B,): the transcript the
+            Oracle Teacher is fed (required for it; other models ignore it).
+        utt_ids: the B utterance ids, named in errors (e.g. too short for the subsampling).
+
+    Returns (B, T', D) frames, (B,) lengths, and, if asked, the last fusion block's
+    cross-attention (B, H, T', L) of the Oracle Teacher (else None). The batch is moved
+    to the model's device. A padding-sensitive encoder (:func:`padding_sensitive`, e.g. a
+    conformer) is run one utterance at a time, so that no output (posterior dumps, decodes,
+    probes) depends on which other utterances share its batch.
     """
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import utt_id_context
 
-    if len(utterances) > 1 and padding_sensitive(model):
-        parts = [encode_batch(model, [u], zero_source, return_attention) for u in utterances]
+    oracle = is_oracle(model)
+    if oracle and (text is None or text_lengths is None):
+        from espnet_oracle.asr.encoder.oracle_teacher_encoder import MISSING_TARGET
+
+        raise ValueError(MISSING_TARGET)
+    if speech.size(0) > 1 and padding_sensitive(model):
+        parts = []
+        for i in range(speech.size(0)):
+            one_text = one_text_lengths = None
+            if oracle:
+                one_text, one_text_lengths = text[i : i + 1, : int(text_lengths[i])], text_lengths[i : i + 1]
+            parts.append(encode_padded(model, speech[i : i + 1, : int(speech_lengths[i])], speech_lengths[i : i + 1],
+                                       one_text, one_text_lengths,
+                                       [utt_ids[i]] if utt_ids is not None else None, return_attention))
         lengths = torch.cat([p[1] for p in parts])
         frames = parts[0][0].new_zeros(len(parts), max(p[0].shape[1] for p in parts), parts[0][0].shape[-1])
         for i, (out, _, _) in enumerate(parts):
@@ -256,16 +312,12 @@ def encode_batch(
                 attention[i, :, : a.shape[2], : a.shape[3]] = a[0]
         return frames, lengths, attention
 
-    speech, speech_lengths = pad([u.feats.astype(np.float32) for u in utterances], 0.0)
-    if zero_source:  # features at the training mean (zero after MVN); raw input: silence
-        speech = torch.zeros_like(speech) if speech.dim() == 2 else training_mean(model).expand_as(speech).clone()
     device = next(model.parameters()).device  # a model on a GPU gets its batch there
     speech, speech_lengths = speech.to(device), speech_lengths.to(device)
     attention = None
     # an utterance too short for the subsampling is named in the error, not its batch position
-    with utt_id_context([u.utt_id for u in utterances]):
-        if is_oracle(model):
-            text, text_lengths = pad([np.asarray(u.token_ids, dtype=np.int64) for u in utterances], -1)
+    with utt_id_context(list(utt_ids) if utt_ids is not None else None):
+        if oracle:
             text, text_lengths = text.to(device), text_lengths.to(device)
             output = model.encode_with_target(speech, speech_lengths, text, text_lengths)
             encoder_out, lengths = output.fused, output.lengths
@@ -285,8 +337,27 @@ def ctc_log_probs(
     zero_source: bool = False,
     return_attention: bool = False,
 ):
-    """(B, T', V) CTC log-probs, (B,) lengths, attention (see ``encode_batch``)."""
-    encoder_out, lengths, attention = encode_batch(model, utterances, zero_source, return_attention)
+    """(B, T', V) CTC log-probs, (B,) lengths, attention of a batch of utterances (posterior
+    dumps, probes, plots; see ``encode_batch``)."""
+    return ctc_log_probs_padded(model, *padded_batch(model, utterances, zero_source),
+                                return_attention=return_attention)
+
+
+@torch.no_grad()
+def ctc_log_probs_padded(
+    model: torch.nn.Module,
+    speech: torch.Tensor,
+    speech_lengths: torch.Tensor,
+    text: Optional[torch.Tensor] = None,
+    text_lengths: Optional[torch.Tensor] = None,
+    utt_ids: Optional[Sequence[str]] = None,
+    return_attention: bool = False,
+):
+    """(B, T', V) CTC log-probs, (B,) lengths, attention of a padded batch: the teacher forward
+    of the posterior dump (through :func:`ctc_log_probs`) and of the KD student's online
+    teacher (see :func:`encode_padded` for the arguments)."""
+    encoder_out, lengths, attention = encode_padded(model, speech, speech_lengths, text, text_lengths,
+                                                    utt_ids, return_attention)
     return model.ctc.log_softmax(encoder_out), lengths, attention
 
 

@@ -7,7 +7,8 @@ A stamp is a JSON dict of everything that determines the result:
   the config file (path and content hash), the full option list given to
   ESPnet (minus ``--output_dir``) and a fingerprint of every input file the
   options name (token list, feats.scp, shape files, CMVN stats, teacher
-  posteriors, ...);
+  posteriors, an online teacher's config.yaml and checkpoint named in
+  ``--model_conf online_teacher_*=<path>``, ...);
 - decoding (``<decode dir>/.done``, written when the decode dir is complete):
   the model file and config hash, the features' fingerprint and the decoding
   options.

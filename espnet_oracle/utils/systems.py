@@ -23,6 +23,13 @@ and the KD variants (issue 12)::
 ``<conv|oracle>`` names the teacher, the rest the method: ``kd`` frame-level KD,
 ``guided`` Guided CTC, ``kdguided`` both, ``seqkd`` sequence-level KD.
 
+Frame-level KD from an online teacher (run.sh ``--online_teacher true``: the teacher runs
+inside each training step, no posterior dump; only ``convkd`` and ``oraclekd``) adds
+``_online`` before the seed, so such students never share a directory (or a results row)
+with the dump-based ones::
+
+    student_oraclekd_a0.5_t1_nonblank_online_seed1
+
 run.sh calls ``python -m espnet_oracle.utils.systems`` (see ``main``); stage 10
 (make_results) and the plots import :func:`student_dir`.
 """
@@ -63,16 +70,21 @@ POSTERIOR_TEACHER = {
 HYPS_TEACHER = {"convseqkd": "teacher_conventional", "oracleseqkd": "teacher_oracle"}
 #: the teachers behind each averaged-posterior set
 AVERAGED_TEACHERS = ("teacher_conventional", "teacher_oracle")
+#: systems that can learn from an online teacher (run.sh --online_teacher true)
+ONLINE_SYSTEMS = ("convkd", "oraclekd")
+#: systems that need no teacher, so --online_teacher changes nothing for them
+NO_TEACHER_SYSTEMS = ("nokd",)
 KD_FRAMES = {"all": "all", "teacher_nonblank": "nonblank", "teacher_nonblank_renorm": "renorm"}
 _NUM = r"[0-9.e+-]+"
 _FRAMES = "|".join(KD_FRAMES.values())
-#: student_<system>[_a<alpha>_t<tau>_<frames>][_k<w>_t<tau>_<frames>][_g<g>][_s<s>_n<N>]_seed<seed>
+#: student_<system>[_a<alpha>_t<tau>_<frames>][_k<w>_t<tau>_<frames>][_g<g>][_s<s>_n<N>][_online]_seed<seed>
 STUDENT_DIR = re.compile(
     rf"^student_(?P<system>{'|'.join(sorted(STUDENT_SYSTEMS, key=len, reverse=True))})"
     rf"(?:_a(?P<alpha>{_NUM})_t(?P<tau>{_NUM})_(?P<frames>{_FRAMES}))?"
     rf"(?:_k(?P<sd_weight>{_NUM})_t(?P<sd_tau>{_NUM})_(?P<sd_frames>{_FRAMES}))?"
     rf"(?:_g(?P<guided>{_NUM}))?"
     rf"(?:_s(?P<seq>{_NUM})_n(?P<nbest>[0-9]+))?"
+    r"(?P<online>_online)?"
     r"_seed(?P<seed>[0-9]+)$"
 )
 #: setting group -> the regex groups that spell it
@@ -96,6 +108,25 @@ def check_system(system: str) -> None:
         raise ValueError(f"unknown student system {system!r} (one of {', '.join(STUDENT_SYSTEMS)})")
 
 
+def check_online(system: str, online_teacher) -> None:
+    """Refuse ``online_teacher`` for a system that learns from a teacher but not online."""
+    if as_bool(online_teacher) and system not in ONLINE_SYSTEMS + NO_TEACHER_SYSTEMS:
+        raise ValueError(
+            f"--online_teacher true trains only the frame-level KD systems {' and '.join(ONLINE_SYSTEMS)} "
+            f"online (and {', '.join(NO_TEACHER_SYSTEMS)}, which needs no teacher); {system} needs stored "
+            "teacher outputs: run it without --online_teacher (its students go to other directories)"
+        )
+
+
+def as_bool(value) -> bool:
+    """true/false (run.sh's spelling) or a bool."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise ValueError(f"online_teacher must be true or false: {value!r}")
+
+
 def student_group(
     system: str,
     kd_weight=None,
@@ -106,12 +137,16 @@ def student_group(
     seq_kd_weight=None,
     seq_kd_nbest=None,
     self_distill_kd_weight=None,
+    online_teacher=False,
 ) -> str:
     """The directory name without its seed, e.g. ``student_oraclekd_a0.5_t1_all``.
 
     Only the settings the system's name carries are needed (see ``SYSTEM_SETTINGS``).
+    ``online_teacher`` (true for run.sh's ``--online_teacher true``) appends ``_online`` for
+    ``convkd``/``oraclekd``, leaves ``nokd`` as it is and is refused for the other systems.
     """
     check_system(system)
+    check_online(system, online_teacher)
     given = dict(kd_weight=kd_weight, kd_temperature=kd_temperature, kd_frames=kd_frames,
                  guided_ctc_weight=guided_ctc_weight, seq_kd_weight=seq_kd_weight,
                  seq_kd_nbest=seq_kd_nbest, self_distill_kd_weight=self_distill_kd_weight)
@@ -143,6 +178,8 @@ def student_group(
             if not str(nbest).isdigit() or int(nbest) < 1:
                 raise ValueError(f"seq_kd_nbest must be a whole number >= 1: {nbest}")
             parts.append(f"s{number(weight)}_n{int(nbest)}")
+    if as_bool(online_teacher) and system in ONLINE_SYSTEMS:
+        parts.append("online")
     return "_".join(parts)
 
 
@@ -157,8 +194,9 @@ def parse_student_dir(name: str) -> Optional[dict]:
     Keys: ``system``, ``seed``, ``group`` (the name without ``_seed<n>``) and every
     setting field (None when the system's name does not carry it): ``alpha``, ``tau``,
     ``frames`` (frame-level KD), ``sd_weight``, ``sd_tau``, ``sd_frames``
-    (self-distillation), ``guided``, ``seq``, ``nbest``. For the paper's three systems the
-    keys are those of before (``system alpha tau frames seed group``).
+    (self-distillation), ``guided``, ``seq``, ``nbest``, and ``online`` (bool: trained from
+    an online teacher). For the paper's three systems the keys are
+    ``system alpha tau frames online seed group``.
     """
     match = STUDENT_DIR.match(name)
     if match is None:
@@ -169,10 +207,13 @@ def parse_student_dir(name: str) -> Optional[dict]:
         present = out[fields[0]] is not None
         if present != (setting in carried):
             return None  # e.g. a Guided-CTC tag on a plain KD system: not a name we make
+    out["online"] = out["online"] is not None
+    if out["online"] and out["system"] not in ONLINE_SYSTEMS:
+        return None
     out["seed"] = int(out["seed"])
     out["group"] = name[: name.rindex("_seed")]
     if out["system"] in PAPER_SYSTEMS:
-        out = {k: out[k] for k in ("system", "alpha", "tau", "frames", "seed", "group")}
+        out = {k: out[k] for k in ("system", "alpha", "tau", "frames", "online", "seed", "group")}
     return out
 
 
@@ -187,16 +228,21 @@ def main(argv=None):
     parser.add_argument("--seq_kd_weight", default="1.0")
     parser.add_argument("--seq_kd_nbest", default="1")
     parser.add_argument("--self_distill_kd_weight", default="1.0")
+    parser.add_argument("--online_teacher", default="false",
+                        help="true: convkd/oraclekd learn from an online teacher (names end in _online); "
+                             "refused for the other KD systems")
     parser.add_argument("--what", choices=("dirs", "posterior_teacher", "hyps_teacher"), default="dirs",
                         help="dirs: the dir names; posterior_teacher / hyps_teacher: per system, the "
                              "teacher whose posteriors / hypotheses it learns from ('-' for none)")
     args = parser.parse_args(argv)
     settings = dict(guided_ctc_weight=args.guided_ctc_weight, seq_kd_weight=args.seq_kd_weight,
-                    seq_kd_nbest=args.seq_kd_nbest, self_distill_kd_weight=args.self_distill_kd_weight)
+                    seq_kd_nbest=args.seq_kd_nbest, self_distill_kd_weight=args.self_distill_kd_weight,
+                    online_teacher=args.online_teacher)
     try:
         for system in args.systems.split():
             if args.what != "dirs":
                 check_system(system)
+                check_online(system, args.online_teacher)
                 table = POSTERIOR_TEACHER if args.what == "posterior_teacher" else HYPS_TEACHER
                 print(table.get(system, "-"))
                 continue
