@@ -8,7 +8,7 @@
 # Outputs go to data/ dump/ exp/ RESULTS.md in the current dir when it is a synth_words recipe dir
 # (this one, or a copy / a dir with links to local/ and conf/), else in this script's dir.
 #   ./run.sh                                   all stages, default sizes
-#   ./run.sh --quick                           smoke run: small data, 1 epoch, 1 seed (not timed yet)
+#   ./run.sh --quick                           smoke run: small data, 1 epoch, 1 seed (3.5 min on 2 cores)
 #   ./run.sh --stage 4 --stop_stage 6
 #   ./run.sh --local_data_opts "--num_train 2000 --seed 2"   (options of local/render_words.py)
 #   STR_BENCHMARKS="/data/evaluation" ./run.sh  (real benchmarks as more test sets; see README.md)
