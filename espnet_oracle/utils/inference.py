@@ -344,20 +344,12 @@ def ctc_log_probs(
 
 
 @torch.no_grad()
-def ctc_log_probs_padded(
-    model: torch.nn.Module,
-    speech: torch.Tensor,
-    speech_lengths: torch.Tensor,
-    text: Optional[torch.Tensor] = None,
-    text_lengths: Optional[torch.Tensor] = None,
-    utt_ids: Optional[Sequence[str]] = None,
-    return_attention: bool = False,
-):
+def ctc_log_probs_padded(model: torch.nn.Module, *batch, return_attention: bool = False):
     """(B, T', V) CTC log-probs, (B,) lengths, attention of a padded batch: the teacher forward
     of the posterior dump (through :func:`ctc_log_probs`) and of the KD student's online
-    teacher (see :func:`encode_padded` for the arguments)."""
-    encoder_out, lengths, attention = encode_padded(model, speech, speech_lengths, text, text_lengths,
-                                                    utt_ids, return_attention)
+    teacher. ``batch``: speech, speech_lengths[, text, text_lengths[, utt_ids]], the arguments
+    of :func:`encode_padded`."""
+    encoder_out, lengths, attention = encode_padded(model, *batch, return_attention=return_attention)
     return model.ctc.log_softmax(encoder_out), lengths, attention
 
 
