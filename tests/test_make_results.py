@@ -252,3 +252,16 @@ def test_kd_variants_table(tmp_path):
     make_results.main(["--exp", str(exp), "--sets", "dev test", "--train_set", "train_sp", "--seeds", "1 2",
                        "--out", str(out), "--kd_frames", "teacher_nonblank"])
     assert "## KD variants" not in out.read_text(encoding="utf-8")
+
+
+def test_wall_time_table_is_the_last_whole_run_not_later_partial_reruns(tmp_path):
+    times = tmp_path / "stage_times.tsv"
+    whole = ["0\tenvironment\t3", "1\tdata\t30", "4+5\tteachers_in_parallel\t1000", "10\tscore\t20"]
+    times.write_text("\n".join(whole + ["8\tstudents\t5", "9\tdecode\t800", "2\tfeatures\t40"]) + "\n")
+    out = "\n".join(make_results.wall_time_section(times))
+    assert "last whole run, stages 0-10" in out and "**1053** (17.6 min)" in out
+    assert "| 9 | decode |" not in out and "2 partial rerun(s) since" in out
+    # no whole run (the recipe was run in parts): the last run of each stage, said so
+    times.write_text("0\tenvironment\t3\n1\tdata\t30\n1\tdata\t31\n2\tfeatures\t4\n")
+    out = "\n".join(make_results.wall_time_section(times))
+    assert "last run of each stage" in out and "| 1 | data | 31 |" in out and "**38**" in out

@@ -398,6 +398,42 @@ def kd_variants(exp: Path, sets: List[str], train_set: str, seeds: List[str], cu
     return out + ([""] + notes if notes else [])
 
 
+def wall_time_section(times: Path) -> List[str]:
+    """The stage-time table from ``exp/stage_times.tsv`` (one ``stage name seconds`` row per stage
+    run, appended). Rows whose stage number does not rise start a new run. The table is the last
+    run that went from stage 0 to the highest stage ever run (a whole recipe run), so that later
+    partial reruns (sweeps, checks) do not make up a total nobody measured; without such a run,
+    the last run of each stage."""
+    rows = [parts for parts in (line.split("\t") for line in times.read_text(encoding="utf-8").splitlines())
+            if len(parts) == 3]
+    number = lambda stage: float(stage.split("+")[0])  # noqa: E731 ("4+5": teachers side by side)
+    runs: List[list] = []
+    for row in rows:
+        if not runs or number(row[0]) <= number(runs[-1][-1][0]):
+            runs.append([])
+        runs[-1].append(row)
+    last = max((number(r[0]) for r in rows), default=0)
+    whole = [run for run in runs if number(run[0][0]) == 0 and number(run[-1][0]) == last]
+    if whole:
+        chosen = whole[-1]
+        later = len(runs) - 1 - max(i for i, run in enumerate(runs) if run is chosen)
+        title = "last whole run, stages 0-" + chosen[-1][0]
+        note = [f"{later} partial rerun(s) since, not counted (`exp/stage_times.tsv`)."] if later else []
+    else:
+        latest: Dict[str, list] = {}
+        for row in rows:
+            latest[row[0]] = row
+        chosen = sorted(latest.values(), key=lambda row: number(row[0]))
+        title, note = "last run of each stage", []
+    out = ["", f"## Wall time per stage (this machine; {title})", "", "| stage | name | seconds |", "|---|---|---|"]
+    total = 0
+    for stage, name, seconds in chosen:
+        out.append(f"| {stage} | {name} | {seconds} |")
+        total += int(seconds)
+    out.append(f"| all | | **{total}** ({total / 60:.1f} min) |")
+    return out + ([""] + note if note else [])
+
+
 def mean(values):
     values = [v for v in values if v is not None]
     return statistics.mean(values) if values else None
@@ -715,18 +751,7 @@ def main(argv=None):
             out.append(f"- {key}: {value}")
     times = exp / "stage_times.tsv"
     if times.exists():
-        out += ["", "## Wall time per stage (this machine; last run of each stage)", "",
-                "| stage | name | seconds |", "|---|---|---|"]
-        latest: Dict[str, tuple] = {}
-        for line in times.read_text(encoding="utf-8").splitlines():
-            parts = line.split("\t")
-            if len(parts) == 3:
-                latest[parts[0]] = (parts[1], parts[2])
-        total = 0
-        for stage, (name, seconds) in sorted(latest.items(), key=lambda kv: float(kv[0].split("+")[0])):
-            out.append(f"| {stage} | {name} | {seconds} |")
-            total += int(seconds)
-        out.append(f"| all | | **{total}** ({total / 60:.1f} min) |")
+        out += wall_time_section(times)
     atomic_write_text(Path(args.recipe_dir) / args.out if not os.path.isabs(args.out) else Path(args.out),
                       "\n".join(out) + "\n")
     print(f"make_results: wrote {args.out}")
