@@ -5,6 +5,8 @@
 # Run from the recipe dir after stages 1-7 of a default run (./run.sh --stop_stage 7, or a whole run):
 #   local/variant_sweep.sh [--variants "renorm guided ..."] [--seeds "1 2 3"] [--nbest 4]
 #                          [--train_set train_sp] [-- more run.sh options, given to every run]
+# Other recipes: the sweep runs the current dir's ./run.sh when there is one (else the default
+# recipe's), e.g. cd egs/synth_words && ../../local/variant_sweep.sh --train_set train
 # Variants (each one run.sh call, stages 7-10, into exp/variants/<variant>/ with the teachers linked
 # from exp/; student dir names carry their settings, see espnet_oracle/utils/systems.py):
 #   renorm       KD from either teacher on its non-blank frames, renormalised per utterance
@@ -43,6 +45,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
+recipe_run_sh=${root}/run.sh
+[ -x ./run.sh ] && recipe_run_sh=$(pwd)/run.sh
 # shellcheck disable=SC1091
 . "${root}/path.sh"
 
@@ -75,8 +79,8 @@ trap 'end_group_child; exit 130' INT
 trap 'end_group_child; exit 143' TERM
 run_sh() {  # run_sh LOG ARGS...: run.sh with ARGS (then the pass-through options), output to LOG
     local log=$1; shift
-    echo "$(date '+%T') run.sh $*${extra[*]:+ ${extra[*]}} > ${log}"
-    run_group_child "${log}" "${root}/run.sh" "$@" "${extra[@]}"
+    echo "$(date '+%T') ${recipe_run_sh} $*${extra[*]:+ ${extra[*]}} > ${log}"
+    run_group_child "${log}" "${recipe_run_sh}" "$@" "${extra[@]}"
 }
 
 summary=exp/variants/summary

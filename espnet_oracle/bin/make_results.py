@@ -332,9 +332,10 @@ def two_stage_seconds(system: str, dirs: List[Path], info: dict, sets: List[str]
     return sum(train), sum(made)
 
 
-def kd_variants(exp: Path, sets: List[str], train_set: str, seeds: List[str], current: Dict[str, str]) -> List[str]:
-    """The KD-variants table (issue 12): WER/CER over seeds, paired bootstrap vs conventional frame-level
-    KD (seeds pooled), wall times. Empty when no variant was trained."""
+def kd_variants(exp: Path, sets: List[str], train_set: str, seeds: List[str], current: Dict[str, str],
+                extra: List[str] = ()) -> List[str]:
+    """The KD-variants table (issue 12): WER/CER (and the recipe's ``extra`` metrics) over seeds, paired
+    bootstrap vs conventional frame-level KD (seeds pooled), wall times. Empty when no variant was trained."""
     groups = variant_groups(exp, seeds, current)
     swept = any((exp / "variants").glob("*/student_*"))
     if not swept and not any(system in VARIANT_SYSTEMS for _, system, _ in groups):
@@ -356,7 +357,7 @@ def kd_variants(exp: Path, sets: List[str], train_set: str, seeds: List[str], cu
            "the times roughly.", ""]
     header = ["system", "directories", "seeds"]
     for x in test_sets:
-        header += [f"{x} WER", f"{x} CER", f"{x} ΔWER vs conv. KD"]
+        header += [f"{x} WER", f"{x} CER"] + [f"{x} {EXTRA_HEADERS[m]}" for m in extra] + [f"{x} ΔWER vs conv. KD"]
     header += ["training (s)", "two-stage total (s): teacher + outputs + student"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     notes = []
@@ -366,6 +367,7 @@ def kd_variants(exp: Path, sets: List[str], train_set: str, seeds: List[str], cu
         for x in test_sets:
             results = [scores(d, x, "greedy") for d in dirs]
             cells += [fmt([r and r.get("wer") for r in results]), fmt([r and r.get("cer") for r in results])]
+            cells += [fmt([r and r.get(m) for r in results]) for m in extra]
             errors, n_found = pooled_word_errors(dirs, x)
             ref = ref_errors[x]
             if group == reference:
@@ -621,7 +623,7 @@ def main(argv=None):
 
     if groups:  # after the per-condition tables (### under ## Systems)
         out += significance(exp, sets[1:] or sets, seeds, current)
-    out += kd_variants(exp, sets, args.train_set, seeds, current)
+    out += kd_variants(exp, sets, args.train_set, seeds, current, extra)
 
     # ---- teacher evaluation ----
     teacher_eval = load_json(exp / "teacher_eval" / "summary.json")
