@@ -1,6 +1,5 @@
 """CTC student trained with frame-level knowledge distillation from teacher posteriors."""
 
-import logging
 import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -15,6 +14,7 @@ from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
     install_exact_subsampling_lengths,
 )
 from espnet_oracle.asr.kd_loss import frame_kd_loss, guided_ctc_loss, weighted_ctc_loss
+from espnet_oracle.utils import inference
 from espnet_oracle.utils.teacher_hyps import unpack_batch
 
 KD_FRAME_CHOICES = ("all", "teacher_nonblank", "teacher_nonblank_renorm")
@@ -24,17 +24,6 @@ _ONLINE_TEACHER_LOCK = threading.Lock()
 
 class FrameMismatchError(ValueError):
     """Stored teacher posteriors do not line up with the student's frames."""
-
-
-def _inference():
-    """``espnet_oracle.utils.inference`` (the tools' teacher forward), imported without the
-    root-logger level its import sets for the tools: a training run keeps its INFO log."""
-    root = logging.getLogger()
-    level = root.level
-    from espnet_oracle.utils import inference
-
-    root.setLevel(level)
-    return inference
 
 
 def config_token_list(config_path) -> List[str]:
@@ -208,7 +197,7 @@ class KDStudentModel(ESPnetASRModel):
                     # building initializes (then overwrites) weights: keep the student's random
                     # stream (SpecAugment, dropout) that of a run with stored posteriors
                     with torch.random.fork_rng(devices=[]):
-                        teacher, _ = _inference().load_model_files(
+                        teacher, _ = inference.load_model_files(
                             self.online_teacher_config, self.online_teacher_model_file
                         )
                     teacher.requires_grad_(False)
@@ -234,7 +223,7 @@ class KDStudentModel(ESPnetASRModel):
                 Teacher, ignored by a conventional one).
         """
         teacher = self.online_teacher(speech.device)
-        log_probs, lengths, _ = _inference().ctc_log_probs_padded(
+        log_probs, lengths, _ = inference.ctc_log_probs_padded(
             teacher, speech.clone(), speech_lengths, text, text_lengths, utt_id
         )
         return log_probs.float(), lengths

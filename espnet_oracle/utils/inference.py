@@ -21,10 +21,8 @@ import torch
 
 from espnet_oracle.utils.datadir import read_kaldi_map
 
-# ESPnet's CTC-only models log a warning on every build and call a deprecated
-# autocast API on every forward; neither says anything about our runs.
+# ESPnet's CTC-only models call a deprecated autocast API on every forward: it says nothing about our runs.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"espnet2\..*")
-logging.getLogger().setLevel(logging.ERROR)
 
 # Features are 10 ms frames (stage 2); the encoders subsample them.
 FEATURE_SHIFT_MS = 10.0
@@ -56,13 +54,25 @@ def load_model_files(config, model_path, device: str = "cpu") -> Tuple[torch.nn.
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
         install_exact_subsampling_lengths,
     )
-    from espnet_oracle.tasks.oracle_asr import OracleASRTask
-
-    model, args = OracleASRTask.build_model_from_file(Path(config), Path(model_path), device)
+    model, args = _quiet_build(config, model_path, device)
     # Batch-independent frame counts and outputs for dumping and decoding.
     install_exact_subsampling_lengths(model)
     model.eval()
     return model, args
+
+
+def _quiet_build(config, model_path, device):
+    """ESPnet's build logs a warning for every CTC-only model (no decoder) on the root logger: raise
+    the root level for the build only, so that a training run that loads a teacher keeps its log."""
+    from espnet_oracle.tasks.oracle_asr import OracleASRTask
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        return OracleASRTask.build_model_from_file(Path(config), Path(model_path), device)
+    finally:
+        root.setLevel(level)
 
 
 def is_oracle(model: torch.nn.Module) -> bool:
