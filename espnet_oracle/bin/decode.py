@@ -1,5 +1,6 @@
 """Stage 9: decode systems on data sets with greedy CTC and ESPnet's CTC prefix beam search.
-Why it exists: the Oracle Teacher must be fed the transcript, and spike timing needs each token's CTC frame (beam search is ESPnet's own).
+Why it exists: the Oracle Teacher must be fed the transcript, and spike timing needs each token's CTC frame
+(beam search is ESPnet's own: plain models through ``espnet2.bin.asr_inference.Speech2Text``).
 
 For every system (an experiment dir under --exp) and set, writes
 ``<exp>/<system>/decode_<set>_<mode>/`` with ``text`` (words), ``token`` (tokens)
@@ -13,8 +14,11 @@ such decode dirs). ``.done`` holds the stamp of a finished decode dir (model and
 config checksums, feature fingerprint, mode, beam size; see
 ``espnet_oracle.utils.stamps``): a dir with the same stamp is skipped, one made
 differently (or by an older version, without a stamp) is moved aside to
-``decode_<set>_<mode>.stale-<time>`` and decoded anew. Encoders run batched; ESPnet's beam search runs per
-utterance (it vectorizes over the beam, not over utterances). ``seconds`` holds the wall time of
+``decode_<set>_<mode>.stale-<time>`` and decoded anew. Greedy: encoders run batched. Beam: per utterance
+(ESPnet vectorizes over the beam, not over utterances), plain models (conventional teacher, students)
+by ESPnet's own ``Speech2Text`` of ``asr_inference`` (CTC weight 1, no LM), the Oracle Teacher by
+ESPnet's ``BatchBeamSearch`` with its CTC prefix scorer on the fused frames (``Speech2Text`` cannot feed
+it the transcript). ``seconds`` holds the wall time of
 decoding the set (all modes of one encoder pass together).
 
 For sequence-level KD (stage 7), ``--nbest N`` (N > 1, beam mode) also writes the beam's N best
@@ -76,8 +80,16 @@ def decode_one(job):
     token_list = list(model.token_list)
     data = FeatureSet(feats_dir, args)
     oracle = is_oracle(model)
-    beam_search = None
-    if "beam" in modes:
+    speech2text = beam_search = None
+    if "beam" in modes and not oracle:
+        from espnet2.bin.asr_inference import Speech2Text
+
+        from espnet_oracle.utils.inference import model_file, quiet_model_build
+
+        with quiet_model_build():
+            speech2text = Speech2Text(asr_train_config=exp_dir / "config.yaml", asr_model_file=model_file(exp_dir),
+                                      beam_size=beam_size, ctc_weight=1.0, lm_weight=0.0, nbest=nbest)
+    elif "beam" in modes:
         beam_search = BatchBeamSearch(
             scorers={"ctc": CTCPrefixScorer(ctc=model.ctc, eos=model.eos)},
             weights={"ctc": 1.0},
@@ -104,15 +116,17 @@ def decode_one(job):
                 ids, frames = greedy_path(log_probs[i, :length], model.blank_id)
                 tokens = [token_list[t] for t in ids]
                 _add(results["greedy"], utt.utt_id, tokens, args.token_type, frames)
-            if beam_search is not None:
+            if "beam" in modes:
                 with torch.no_grad():
-                    hyps = beam_search(x=encoder_out[i, :length], maxlenratio=0.0, minlenratio=0.0)
-                tokens = _hyp_tokens(hyps[0], model, token_list) if hyps else []
-                _add(results["beam"], utt.utt_id, tokens, args.token_type, None)
+                    if speech2text is not None:
+                        hyps = [([token_list[t] for t in token_int], float(hyp.score))
+                                for _, _, token_int, hyp in speech2text(torch.from_numpy(utt.feats))]
+                    else:
+                        hyps = [(_hyp_tokens(hyp, model, token_list), float(hyp.score)) for hyp in
+                                beam_search(x=encoder_out[i, :length], maxlenratio=0.0, minlenratio=0.0)]
+                _add(results["beam"], utt.utt_id, hyps[0][0] if hyps else [], args.token_type, None)
                 # rank 1 covers every utterance: no ended hypothesis is an empty one
-                for rank, hyp in zip(ranks, hyps or [None]):
-                    tokens = _hyp_tokens(hyp, model, token_list) if hyp is not None else []
-                    score = float(hyp.score) if hyp is not None else 0.0
+                for rank, (tokens, score) in zip(ranks, hyps or [([], 0.0)]):
                     ranks[rank]["token"].append(f"{utt.utt_id} {' '.join(tokens)}".rstrip())
                     ranks[rank]["score"].append(f"{utt.utt_id} {score:.6f}")
     seconds = time.time() - started

@@ -8,6 +8,7 @@ and frame log-probabilities, for the Oracle Teacher with a transcript fed in.
 """
 
 import argparse
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -61,18 +62,24 @@ def load_model_files(config, model_path, device: str = "cpu") -> Tuple[torch.nn.
     return model, args
 
 
-def _quiet_build(config, model_path, device):
+@contextlib.contextmanager
+def quiet_model_build():
     """ESPnet's build logs a warning for every CTC-only model (no decoder) on the root logger: raise
-    the root level for the build only, so that a training run that loads a teacher keeps its log."""
-    from espnet_oracle.tasks.oracle_asr import OracleASRTask
-
+    the root level for a build only, so that a training run that loads a teacher keeps its log."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        return OracleASRTask.build_model_from_file(Path(config), Path(model_path), device)
+        yield
     finally:
         root.setLevel(level)
+
+
+def _quiet_build(config, model_path, device):
+    from espnet_oracle.tasks.oracle_asr import OracleASRTask
+
+    with quiet_model_build():
+        return OracleASRTask.build_model_from_file(Path(config), Path(model_path), device)
 
 
 def is_oracle(model: torch.nn.Module) -> bool:
