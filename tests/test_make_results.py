@@ -265,3 +265,12 @@ def test_wall_time_table_is_the_last_whole_run_not_later_partial_reruns(tmp_path
     times.write_text("0\tenvironment\t3\n1\tdata\t30\n1\tdata\t31\n2\tfeatures\t4\n")
     out = "\n".join(make_results.wall_time_section(times))
     assert "last run of each stage" in out and "| 1 | data | 31 |" in out and "**38**" in out
+
+
+def test_params_are_the_deployed_models(tmp_path):
+    """Self-distillation trains a bigger model than it deploys: the params column counts the exported
+    source path (inference.pth) where there is one, else the averaged checkpoint."""
+    torch.save({"encoder.w": torch.zeros(10, 10), "normalize.mean": torch.zeros(40)}, tmp_path / "valid.loss.ave.pth")
+    assert make_results.num_params(tmp_path) == 100
+    torch.save({"encoder.w": torch.zeros(3, 10)}, tmp_path / "inference.pth")
+    assert make_results.num_params(tmp_path) == 30

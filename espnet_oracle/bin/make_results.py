@@ -64,7 +64,11 @@ def load_json(path: Path) -> Optional[dict]:
 
 
 def num_params(exp_dir: Path) -> Optional[int]:
-    path = exp_dir / "valid.loss.ave.pth"
+    """Parameters of the deployed model: the exported one where there is one (self-distillation's
+    source path, ``inference.pth``), else the averaged checkpoint."""
+    path = exp_dir / "inference.pth"
+    if not path.exists():
+        path = exp_dir / "valid.loss.ave.pth"
     if not path.exists():
         return None
     import torch
