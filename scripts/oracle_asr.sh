@@ -92,6 +92,7 @@ post_format=topk        # topk | dense
 post_topk=8
 beam_size=4
 decode_modes="greedy beam"
+student_inference_model=valid.loss.ave.pth  # stage 9: the students' checkpoint (valid.loss.best.pth: ESPnet's best epoch by validation loss)
 probe_sets=""           # copy-probe sets of stage 6 (default: valid + test sets)
 condition_files=""      # per-condition WER tables from these data/<set>/ files, e.g. "utt2snr utt2noise"
 results_targets=""      # checks in RESULTS.md, e.g. "oraclekd<=0.8*nokd oraclekd<convkd" (WER, means)
@@ -632,7 +633,7 @@ if run_stage 9; then
     # shellcheck disable=SC2086
     ${python} -m espnet_oracle.bin.decode --exp "${exp}" --systems ${systems} \
         --dump_dir "${feats_dir}" --sets "${valid_set} ${test_sets}" \
-        --modes "${decode_modes}" --beam_size "${beam_size}" --nj "${nj}"
+        --modes "${decode_modes}" --beam_size "${beam_size}" --nj "${nj}" --student_model "${student_inference_model}"
     stage_done 9 decode
 fi
 
@@ -663,7 +664,7 @@ if run_stage 10; then
         --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}" \
         --guided_ctc_weight "${guided_ctc_weight}" --seq_kd_weight "${seq_kd_weight}" \
         --seq_kd_nbest "${seq_kd_nbest}" --self_distill_kd_weight "${self_distill_kd_weight}" \
-        --online_teacher "${online_teacher}"
+        --online_teacher "${online_teacher}" --student_inference_model "${student_inference_model}"
     log "wrote ${results}"
 fi
 log "done (stages ${stage}..${stop_stage})"

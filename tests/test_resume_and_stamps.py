@@ -216,6 +216,19 @@ def test_decode_stamp_changes_with_model_features_and_options(tmp_path):
     assert "frame_offset_ms" in stale_reasons(greedy, decode_stamp(model, feats, "greedy", 4))[0]
     (greedy / "frame_offset_ms").write_text("42.5\n")
     assert stale_reasons(greedy, decode_stamp(model, feats, "greedy", 4)) == []
+    # another checkpoint (--student_inference_model valid.loss.best.pth): the decode is redone
+    (model / "valid.loss.best.pth").write_bytes(b"model at its best epoch")
+    best = decode_stamp(model, feats, "greedy", 4, "valid.loss.best.pth")
+    assert any("model_sha256" in r for r in stale_reasons(greedy, best))
+
+
+def test_a_named_checkpoint_that_is_missing_is_refused(tmp_path):
+    from espnet_oracle.utils.inference import model_file
+
+    (tmp_path / "valid.loss.ave.pth").write_bytes(b"m")
+    assert model_file(tmp_path) == tmp_path / "valid.loss.ave.pth"
+    with pytest.raises(FileNotFoundError, match="no valid.loss.best.pth"):
+        model_file(tmp_path, "valid.loss.best.pth")
 
 
 # ---- training curve from ESPnet's reporter state ----

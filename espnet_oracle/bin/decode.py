@@ -44,7 +44,7 @@ from espnet_oracle.utils.stamps import decode_stamp, differences, move_aside, re
 
 def decode_one(job):
     """Decode one (system, set): greedy and/or beam from one encoder pass."""
-    exp_dir, feats_dir, modes, beam_size, batch_size, nbest, prefix = job
+    exp_dir, feats_dir, modes, beam_size, batch_size, nbest, prefix, model_name = job
     from espnet.nets.batch_beam_search import BatchBeamSearch
     from espnet.nets.scorers.ctc import CTCPrefixScorer
 
@@ -60,7 +60,7 @@ def decode_one(job):
     exp_dir, feats_dir = Path(exp_dir), Path(feats_dir)
     set_name = feats_dir.name
     out_dirs = {m: exp_dir / f"{prefix}_{set_name}_{m}" for m in modes}
-    stamps = {m: decode_stamp(exp_dir, feats_dir, m, beam_size) for m in modes}
+    stamps = {m: decode_stamp(exp_dir, feats_dir, m, beam_size, model_name) for m in modes}
     if nbest > 1 and "beam" in stamps:  # (absent for 1: the stamps of earlier decodes stay valid)
         stamps["beam"]["nbest"] = nbest
     notes = []
@@ -76,7 +76,7 @@ def decode_one(job):
     if not modes:
         return f"{exp_dir.name}/{set_name}: already decoded (same model, features and options)"
     started = time.time()
-    model, args = load_model(exp_dir)
+    model, args = load_model(exp_dir, name=model_name)
     token_list = list(model.token_list)
     data = FeatureSet(feats_dir, args)
     oracle = is_oracle(model)
@@ -87,7 +87,7 @@ def decode_one(job):
         from espnet_oracle.utils.inference import model_file, quiet_model_build
 
         with quiet_model_build():
-            speech2text = Speech2Text(asr_train_config=exp_dir / "config.yaml", asr_model_file=model_file(exp_dir),
+            speech2text = Speech2Text(asr_train_config=exp_dir / "config.yaml", asr_model_file=model_file(exp_dir, model_name),
                                       beam_size=beam_size, ctc_weight=1.0, lm_weight=0.0, nbest=nbest)
     elif "beam" in modes:
         beam_search = BatchBeamSearch(
@@ -200,6 +200,9 @@ def main(argv=None):
     parser.add_argument("--nbest", type=int, default=1,
                         help="beam mode: also write the N best hypotheses (nbest/token.<r>, nbest/score.<r>)")
     parser.add_argument("--prefix", default="decode", help="output dirs <system>/<prefix>_<set>_<mode>")
+    parser.add_argument("--student_model", default="valid.loss.ave.pth",
+                        help="checkpoint of the student_* systems in their exp dirs (e.g. valid.loss.best.pth, "
+                             "ESPnet's single best epoch by validation loss); other systems: valid.loss.ave.pth")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     modes = tuple(args.modes.split())
@@ -217,7 +220,8 @@ def main(argv=None):
             if not (feats_dir / "feats.scp").exists() and not (feats_dir / "wav.scp").exists():
                 sys.exit(f"decode: {feats_dir}/feats.scp (or wav.scp) missing — run stage 2 first")
             jobs.append((str(Path(args.exp) / system), str(feats_dir), modes, args.beam_size, args.batch_size,
-                         args.nbest, args.prefix))
+                         args.nbest, args.prefix,
+                         args.student_model if system.startswith("student_") else "valid.loss.ave.pth"))
     # Import once in the parent so forked workers start warm.
     import espnet_oracle.tasks.oracle_asr  # noqa: F401
 

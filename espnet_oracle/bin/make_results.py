@@ -481,6 +481,8 @@ def main(argv=None):
     parser.add_argument("--recipe_dir", default=".")
     parser.add_argument("--sets", default="dev test test_unseen", help="valid set, then test sets")
     parser.add_argument("--train_set", default="train")
+    parser.add_argument("--student_inference_model", default="valid.loss.ave.pth",
+                        help="the students' checkpoint that stage 9 decoded")
     parser.add_argument("--condition_files", default="", help="per-condition tables, e.g. 'utt2snr utt2noise'")
     parser.add_argument("--targets", default="", help="e.g. 'oraclekd<=0.8*nokd oraclekd<convkd' (WER)")
     parser.add_argument("--extra_metrics", default="",
@@ -522,7 +524,9 @@ def main(argv=None):
     # ---- main table ----
     out += ["", "## Systems", "",
             "WER / CER in %, greedy CTC decoding (beam-search WER in the next table). Students: "
-            f"mean ± std over seeds {', '.join(seeds)}. Spike hit rate: share of emitted tokens whose "
+            f"mean ± std over seeds {', '.join(seeds)}, each decoded from its `{args.student_inference_model}`"
+            + (" (ESPnet's average of the best checkpoints by validation loss)" if args.student_inference_model
+               == "valid.loss.ave.pth" else "") + ". Spike hit rate: share of emitted tokens whose "
             f"first CTC frame lies inside the true span of their word ({test} set, greedy path; needs word_align; "
             "a frame's time is the centre of its receptive field). Onset: time of a word's earliest token minus "
             "the word's start; onset error: mean |onset| over the words that got a token, with a 95 % CI by the "

@@ -31,8 +31,12 @@ FEATURE_SHIFT_MS = 10.0
 FBANK_CENTRE_MS = 12.5
 
 
-def model_file(exp_dir: Path) -> Path:
-    """The averaged checkpoint ESPnet leaves after training (valid.loss.ave.pth)."""
+def model_file(exp_dir: Path, name: Optional[str] = None) -> Path:
+    """The averaged checkpoint ESPnet leaves after training (valid.loss.ave.pth), or the one named."""
+    if name is not None:
+        if not (Path(exp_dir) / name).exists():
+            raise FileNotFoundError(f"{exp_dir}: no {name} — train it first (or name another checkpoint)")
+        return Path(exp_dir) / name
     for name in ("valid.loss.ave.pth", "valid.loss.best.pth", "latest.pth"):
         path = Path(exp_dir) / name
         if path.exists():
@@ -40,13 +44,14 @@ def model_file(exp_dir: Path) -> Path:
     raise FileNotFoundError(f"{exp_dir}: no trained model (valid.loss.ave.pth) — train it first")
 
 
-def load_model(exp_dir: Path, device: str = "cpu") -> Tuple[torch.nn.Module, argparse.Namespace]:
-    """Build the model of ``exp_dir`` from its config.yaml and averaged weights."""
+def load_model(exp_dir: Path, device: str = "cpu", name: Optional[str] = None
+               ) -> Tuple[torch.nn.Module, argparse.Namespace]:
+    """Build the model of ``exp_dir`` from its config.yaml and averaged weights (or checkpoint ``name``)."""
     exp_dir = Path(exp_dir)
     config = exp_dir / "config.yaml"
     if not config.exists():
         raise FileNotFoundError(f"{config} not found: {exp_dir} is not a trained ESPnet experiment")
-    return load_model_files(config, model_file(exp_dir), device)
+    return load_model_files(config, model_file(exp_dir, name), device)
 
 
 def load_model_files(config, model_path, device: str = "cpu") -> Tuple[torch.nn.Module, argparse.Namespace]:

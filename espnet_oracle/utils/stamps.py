@@ -124,7 +124,8 @@ def train_stamp(config, args: Sequence[str]) -> dict:
     }
 
 
-def decode_stamp(model_dir, feats_dir, mode: str, beam_size: Optional[int]) -> dict:
+def decode_stamp(model_dir, feats_dir, mode: str, beam_size: Optional[int],
+                 model_name: str = "valid.loss.ave.pth") -> dict:
     model_dir, feats_dir = Path(model_dir), Path(feats_dir)
     inputs = {}
     for name in ("feats.scp", "wav.scp", "text"):
@@ -133,7 +134,7 @@ def decode_stamp(model_dir, feats_dir, mode: str, beam_size: Optional[int]) -> d
             inputs[str(path)] = file_fingerprint(path)
     return {
         "kind": "decode",
-        "model_sha256": sha256_file(model_dir / "valid.loss.ave.pth"),
+        "model_sha256": sha256_file(model_dir / model_name),
         "config_sha256": sha256_file(model_dir / "config.yaml"),
         "mode": mode,
         "beam_size": beam_size if mode == "beam" else None,
