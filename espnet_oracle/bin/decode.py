@@ -54,6 +54,8 @@ def decode_one(job):
         greedy_path,
         is_oracle,
         load_model,
+        model_file,
+        quiet_model_build,
     )
 
     torch.set_num_threads(1)
@@ -83,8 +85,6 @@ def decode_one(job):
     speech2text = beam_search = None
     if "beam" in modes and not oracle:
         from espnet2.bin.asr_inference import Speech2Text
-
-        from espnet_oracle.utils.inference import model_file, quiet_model_build
 
         with quiet_model_build():
             speech2text = Speech2Text(asr_train_config=exp_dir / "config.yaml", asr_model_file=model_file(exp_dir, model_name),

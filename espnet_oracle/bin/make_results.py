@@ -195,6 +195,16 @@ def scores(exp_dir: Path, set_name: str, mode: str) -> Optional[dict]:
     return load_json(exp_dir / f"decode_{set_name}_{mode}" / "scores.json")
 
 
+def metric_headers(set_name: str, extra: List[str]) -> List[str]:
+    """Column names of one set's metrics: WER, CER, then the recipe's ``--extra_metrics``."""
+    return [f"{set_name} WER", f"{set_name} CER"] + [f"{set_name} {EXTRA_HEADERS[m]}" for m in extra]
+
+
+def metric_cells(results: List[Optional[dict]], extra: List[str]) -> List[str]:
+    """The cells under :func:`metric_headers`: each metric over the seeds' scores.json."""
+    return [fmt([r and r.get(m) for r in results]) for m in ("wer", "cer", *extra)]
+
+
 def fmt(values: List[Optional[float]], digits: int = 2, scale: float = 1.0) -> str:
     """One value, or mean ± std of several (one per seed); says so when some seeds have none."""
     given = len(values)
@@ -361,7 +371,7 @@ def kd_variants(exp: Path, sets: List[str], train_set: str, seeds: List[str], cu
            "the times roughly.", ""]
     header = ["system", "directories", "seeds"]
     for x in test_sets:
-        header += [f"{x} WER", f"{x} CER"] + [f"{x} {EXTRA_HEADERS[m]}" for m in extra] + [f"{x} ΔWER vs conv. KD"]
+        header += metric_headers(x, extra) + [f"{x} ΔWER vs conv. KD"]
     header += ["training (s)", "two-stage total (s): teacher + outputs + student"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     notes = []
@@ -369,9 +379,7 @@ def kd_variants(exp: Path, sets: List[str], train_set: str, seeds: List[str], cu
         info = parse_student_dir(dirs[0].name) or {}
         cells = [group_label(group, system), f"`{group}_seed*`", str(len(dirs))]
         for x in test_sets:
-            results = [scores(d, x, "greedy") for d in dirs]
-            cells += [fmt([r and r.get("wer") for r in results]), fmt([r and r.get("cer") for r in results])]
-            cells += [fmt([r and r.get(m) for r in results]) for m in extra]
+            cells += metric_cells([scores(d, x, "greedy") for d in dirs], extra)
             errors, n_found = pooled_word_errors(dirs, x)
             ref = ref_errors[x]
             if group == reference:
@@ -539,7 +547,7 @@ def main(argv=None):
     if extra:
         out[-2] += (" " + " ".join(f"{EXTRA_HEADERS[m]}: {EXTRA_NOTES[m]}." for m in extra))
     for s in sets:
-        header += [f"{s} WER", f"{s} CER"] + [f"{s} {EXTRA_HEADERS[m]}" for m in extra]
+        header += metric_headers(s, extra)
     header += [f"spike hit rate ({test})", f"mean onset offset (ms, {test})", f"onset error (ms, 95 % CI, {test})"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
@@ -548,9 +556,7 @@ def main(argv=None):
         cells = [label, fmt([p / 1e6 for p in params if p], 3) + " M" if any(params) else "–",
                  fmt([train_seconds(d) for d in dirs], 0)]
         for s in sets:
-            results = [scores(d, s, "greedy") for d in dirs]
-            cells += [fmt([r and r.get("wer") for r in results]), fmt([r and r.get("cer") for r in results])]
-            cells += [fmt([r and r.get(m) for r in results]) for m in extra]
+            cells += metric_cells([scores(d, s, "greedy") for d in dirs], extra)
         on_test = [scores(d, test, "greedy") for d in dirs]
         hit = fmt([r and r.get("spike_hit_rate") for r in on_test], 1, 100.0)
         cells += [hit if hit == "–" else hit.replace(" (", " % (", 1) if " (" in hit else hit + " %",

@@ -60,7 +60,10 @@ def load_model_files(config, model_path, device: str = "cpu") -> Tuple[torch.nn.
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
         install_exact_subsampling_lengths,
     )
-    model, args = _quiet_build(config, model_path, device)
+    from espnet_oracle.tasks.oracle_asr import OracleASRTask
+
+    with quiet_model_build():
+        model, args = OracleASRTask.build_model_from_file(Path(config), Path(model_path), device)
     # Batch-independent frame counts and outputs for dumping and decoding.
     install_exact_subsampling_lengths(model)
     model.eval()
@@ -78,13 +81,6 @@ def quiet_model_build():
         yield
     finally:
         root.setLevel(level)
-
-
-def _quiet_build(config, model_path, device):
-    from espnet_oracle.tasks.oracle_asr import OracleASRTask
-
-    with quiet_model_build():
-        return OracleASRTask.build_model_from_file(Path(config), Path(model_path), device)
 
 
 def is_oracle(model: torch.nn.Module) -> bool:
