@@ -245,6 +245,23 @@ def word_errors(decode_dir: Path) -> Optional[Dict[str, tuple]]:
     return out
 
 
+def pooled_word_errors(dirs: List[Path], set_name: str) -> tuple:
+    """({utt: (errors, words)} summed over ``dirs`` (seeds), or None; how many dirs were scored)."""
+    found = [e for e in (word_errors(d / f"decode_{set_name}_greedy") for d in dirs) if e is not None]
+    if not found or any(set(e) != set(found[0]) for e in found):
+        return None, len(found)
+    return {u: tuple(map(sum, zip(*(e[u] for e in found)))) for u in found[0]}, len(found)
+
+
+def bootstrap(a: Dict[str, tuple], b: Dict[str, tuple]) -> dict:
+    """:func:`paired_bootstrap` of {utt: (errors, words)} a vs b (same utts), plus both WERs and p as text."""
+    utts = sorted(a)
+    (ea, na), (eb, nb) = ([list(c) for c in zip(*(table[u] for u in utts))] for table in (a, b))
+    r = paired_bootstrap(ea, na, eb, nb)
+    return dict(r, wer_a=100 * sum(ea) / sum(na), wer_b=100 * sum(eb) / sum(nb),
+                p_text="< 0.001" if r["p"] == 0 else format(r["p"], ".3f"))
+
+
 SHORT = {"nokd": "no KD", "convkd": "conventional KD", "oraclekd": "Oracle KD"}
 
 
@@ -263,40 +280,29 @@ def significance(exp: Path, test_sets: List[str], seeds: List[str], current: Dic
         pooled = {}
         for system in SHORT:
             group = student_group(system, **current)
-            found = [e for e in (word_errors(exp / f"{group}_seed{seed}" / f"decode_{set_name}_greedy")
-                                 for seed in seeds) if e is not None]
-            if found and all(set(e) == set(found[0]) for e in found):
-                pooled[system] = {u: tuple(map(sum, zip(*(e[u] for e in found)))) for u in found[0]}
-                if len(found) < len(seeds):
-                    notes.append(f"- {set_name}: {SHORT[system]} pooled over {len(found)} of {len(seeds)} seeds")
+            errors, n_found = pooled_word_errors([exp / f"{group}_seed{seed}" for seed in seeds], set_name)
+            if errors is not None:
+                pooled[system] = errors
+                if n_found < len(seeds):
+                    notes.append(f"- {set_name}: {SHORT[system]} pooled over {n_found} of {len(seeds)} seeds")
             else:
                 notes.append(f"- {set_name}: {SHORT[system]} missing (no scored greedy decodes of `{group}_seed*`"
-                             f"{', or its seeds have different utterances' if found else ''}): its comparisons skipped")
+                             f"{', or its seeds have different utterances' if n_found else ''}): "
+                             "its comparisons skipped")
         for a, b in (("oraclekd", "convkd"), ("convkd", "nokd"), ("oraclekd", "nokd")):
             if a not in pooled or b not in pooled:
                 continue
             if set(pooled[a]) != set(pooled[b]):
                 notes.append(f"- {set_name}: {SHORT[a]} vs {SHORT[b]} skipped (different utterances)")
                 continue
-            utts = sorted(pooled[a])
-            (ea, na), (eb, nb) = ([list(x) for x in zip(*(pooled[s][u] for u in utts))] for s in (a, b))
-            r = paired_bootstrap(ea, na, eb, nb)
+            r = bootstrap(pooled[a], pooled[b])
             better = ("neither" if r["p"] >= 0.05 else SHORT[a] if r["delta"] < 0 else SHORT[b])
-            rows.append(f"| {set_name} | {SHORT[a]} vs {SHORT[b]} | {100 * sum(ea) / sum(na):.2f} | "
-                        f"{100 * sum(eb) / sum(nb):.2f} | {r['delta']:+.2f} | [{r['low']:+.2f}, {r['high']:+.2f}] | "
-                        f"{'< 0.001' if r['p'] == 0 else format(r['p'], '.3f')} | {better} |")
+            rows.append(f"| {set_name} | {SHORT[a]} vs {SHORT[b]} | {r['wer_a']:.2f} | {r['wer_b']:.2f} | "
+                        f"{r['delta']:+.2f} | [{r['low']:+.2f}, {r['high']:+.2f}] | {r['p_text']} | {better} |")
     if not rows:  # fewer than two student systems scored
         out[-2:] = ["Not computed: it needs greedy scores of at least two of the student systems "
                     f"({', '.join(SHORT.values())})."]
     return out + rows + ([""] + notes if notes else [])
-
-
-def pooled_word_errors(dirs: List[Path], set_name: str) -> tuple:
-    """({utt: (errors, words)} summed over ``dirs`` (seeds), or None; how many dirs were scored)."""
-    found = [e for e in (word_errors(d / f"decode_{set_name}_greedy") for d in dirs) if e is not None]
-    if not found or any(set(e) != set(found[0]) for e in found):
-        return None, len(found)
-    return {u: tuple(map(sum, zip(*(e[u] for e in found)))) for u in found[0]}, len(found)
 
 
 def variant_groups(exp: Path, seeds: List[str], current: Dict[str, str]) -> List[tuple]:
@@ -389,12 +395,9 @@ def kd_variants(exp: Path, sets: List[str], train_set: str, seeds: List[str], cu
                 if errors is not None and ref is not None:
                     notes.append(f"- {x}: `{group}` and the reference hold different utterances")
             else:
-                utts = sorted(errors)
-                (ea, na), (eb, nb) = ([list(c) for c in zip(*(table[u] for u in utts))] for table in (errors, ref))
-                r = paired_bootstrap(ea, na, eb, nb)
-                p = "< 0.001" if r["p"] == 0 else format(r["p"], ".3f")
+                r = bootstrap(errors, ref)
                 mark = "**" if r["p"] < 0.05 else ""
-                cells.append(f"{mark}{r['delta']:+.2f}{mark} [{r['low']:+.2f}, {r['high']:+.2f}], p {p}")
+                cells.append(f"{mark}{r['delta']:+.2f}{mark} [{r['low']:+.2f}, {r['high']:+.2f}], p {r['p_text']}")
                 if n_found < len(dirs):
                     notes.append(f"- {x}: `{group}` pooled over {n_found} of {len(dirs)} seeds")
         student = mean([train_seconds(d) for d in dirs])
