@@ -8,6 +8,7 @@ their own table, from the students under exp/ and exp/variants/*/ (``local/varia
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -16,6 +17,7 @@ import platform
 import re
 import statistics
 import subprocess
+from importlib.metadata import version
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -66,10 +68,8 @@ def load_json(path: Path) -> Optional[dict]:
 def num_params(exp_dir: Path) -> Optional[int]:
     """Parameters of the deployed model: the exported one where there is one (self-distillation's
     source path, ``inference.pth``), else the averaged checkpoint."""
-    path = exp_dir / "inference.pth"
-    if not path.exists():
-        path = exp_dir / "valid.loss.ave.pth"
-    if not path.exists():
+    path = next((p for p in (exp_dir / "inference.pth", exp_dir / "valid.loss.ave.pth") if p.exists()), None)
+    if path is None:
         return None
     import torch
 
@@ -83,8 +83,7 @@ def train_seconds(exp_dir: Path) -> Optional[float]:
     curve = exp_dir / "cer_curve.tsv"
     if not curve.exists():
         return None
-    last = curve.read_text(encoding="utf-8").strip().splitlines()[-1].split("\t")
-    return float(last[-1])
+    return float(curve.read_text(encoding="utf-8").strip().splitlines()[-1].split("\t")[-1])
 
 
 def student_groups(exp: Path, seeds: Optional[List[str]], current: Dict[str, str]) -> List[tuple]:
@@ -154,9 +153,8 @@ def system_settings(directory: Path) -> dict:
     """What a trained system was made with, from ESPnet's config.yaml and our stamp.json."""
     import yaml
 
-    config_path = directory / "config.yaml"
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
-    config = config or {}
+    path = directory / "config.yaml"
+    config = (yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None) or {}
     model_conf = config.get("model_conf") or {}
     stamp = read_stamp(directory / "stamp.json") or {}
     conf = stamp.get("config") or config.get("config") or "?"
@@ -166,14 +164,29 @@ def system_settings(directory: Path) -> dict:
     return {
         "config": conf,
         "model": config.get("model", "?"),
-        "kd_weight": model_conf.get("kd_weight") if kd else None,
-        "kd_temperature": model_conf.get("kd_temperature") if kd else None,
-        "kd_frames": model_conf.get("kd_frames") if kd else None,
+        **{key: model_conf.get(key) if kd else None for key in ("kd_weight", "kd_temperature", "kd_frames")},
         "seed": config.get("seed"),
         "max_epoch": config.get("max_epoch"),
         "other": ", ".join(other_options(config, stamp)) or None,
         "stamped": bool(stamp),
     }
+
+
+#: the copy-probe table: column, entry of exp/teacher_eval/summary.json, metric
+COPY_PROBE_COLUMNS = (
+    ("conventional CER", "teacher_conventional/audio_only", "cer"),
+    ("Oracle CER (true transcript)", "teacher_oracle/true_transcript", "cer"),
+    ("Oracle, zeroed audio: CER", "teacher_oracle/zeroed_source", "cer"),
+    ("fed vs truth CER", "teacher_oracle/other_transcript", "fed_vs_truth_cer"),
+    ("Oracle fed another transcript: CER vs truth", "teacher_oracle/other_transcript", "cer"),
+    ("… CER vs fed", "teacher_oracle/other_transcript", "cer_vs_fed"),
+    ("… copy rate", "teacher_oracle/other_transcript", "copy_rate"),
+    ("… follow rate", "teacher_oracle/other_transcript", "follow_rate"),
+    ("chance follow rate", "teacher_conventional/other_transcript_chance", "follow_rate"),
+    ("fed another transcript, zeroed audio: CER vs fed", "teacher_oracle/other_transcript_zeroed_source", "cer_vs_fed"),
+    ("… copy rate", "teacher_oracle/other_transcript_zeroed_source", "copy_rate"),
+    ("… follow rate", "teacher_oracle/other_transcript_zeroed_source", "follow_rate"),
+)
 
 
 def teacher_eval_staleness(exp: Path, teacher_eval: dict) -> Optional[str]:
@@ -218,6 +231,13 @@ def fmt(values: List[Optional[float]], digits: int = 2, scale: float = 1.0) -> s
     if len(values) < given:
         text += f" ({len(values)} of {given} seeds)"
     return text
+
+
+def percent(shares: List[Optional[float]]) -> str:
+    """:func:`fmt` of shares in %, the sign before any "(n of m seeds)"."""
+    text = fmt(shares, 1, 100.0)
+    value, sep, seeds = text.partition(" (")
+    return text if text == "–" else f"{value} %{sep}{seeds}"
 
 
 def onset_error(results: List[Optional[dict]]) -> str:
@@ -400,8 +420,9 @@ def kd_variants(exp: Path, sets: List[str], train_set: str, seeds: List[str], cu
                 cells.append(f"{mark}{r['delta']:+.2f}{mark} [{r['low']:+.2f}, {r['high']:+.2f}], p {r['p_text']}")
                 if n_found < len(dirs):
                     notes.append(f"- {x}: `{group}` pooled over {n_found} of {len(dirs)} seeds")
-        student = mean([train_seconds(d) for d in dirs])
-        cells.append(fmt([train_seconds(d) for d in dirs], 0))
+        seconds = [train_seconds(d) for d in dirs]
+        student = mean(seconds)
+        cells.append(fmt(seconds, 0))
         teacher, made = two_stage_seconds(system, dirs, info, [train_set, sets[0]])
         if student is None:
             cells.append("–")
@@ -430,23 +451,17 @@ def wall_time_section(times: Path) -> List[str]:
             runs.append([])
         runs[-1].append(row)
     last = max((number(r[0]) for r in rows), default=0)
-    whole = [run for run in runs if number(run[0][0]) == 0 and number(run[-1][0]) == last]
+    whole = [i for i, run in enumerate(runs) if number(run[0][0]) == 0 and number(run[-1][0]) == last]
     if whole:
-        chosen = whole[-1]
-        later = len(runs) - 1 - max(i for i, run in enumerate(runs) if run is chosen)
+        chosen, later = runs[whole[-1]], len(runs) - 1 - whole[-1]
         title = "last whole run, stages 0-" + chosen[-1][0]
         note = [f"{later} partial rerun(s) since, not counted (`exp/stage_times.tsv`)."] if later else []
     else:
-        latest: Dict[str, list] = {}
-        for row in rows:
-            latest[row[0]] = row
-        chosen = sorted(latest.values(), key=lambda row: number(row[0]))
+        chosen = sorted({row[0]: row for row in rows}.values(), key=lambda row: number(row[0]))
         title, note = "last run of each stage", []
     out = ["", f"## Wall time per stage (this machine; {title})", "", "| stage | name | seconds |", "|---|---|---|"]
-    total = 0
-    for stage, name, seconds in chosen:
-        out.append(f"| {stage} | {name} | {seconds} |")
-        total += int(seconds)
+    out += [f"| {stage} | {name} | {seconds} |" for stage, name, seconds in chosen]
+    total = sum(int(seconds) for _, _, seconds in chosen)
     out.append(f"| all | | **{total}** ({total / 60:.1f} min) |")
     return out + ([""] + note if note else [])
 
@@ -457,19 +472,14 @@ def mean(values):
 
 
 def environment() -> List[str]:
-    cpu = "unknown CPU"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "unknown CPU")
     except OSError:
-        pass
+        cpu = "unknown CPU"
     versions = []
     for package in ("torch", "torchaudio", "espnet"):
         try:
-            from importlib.metadata import version
-
             versions.append(f"{package} {version(package)}")
         except Exception:  # noqa: BLE001 - report what is there
             versions.append(f"{package} ?")
@@ -515,10 +525,8 @@ def main(argv=None):
     sets = args.sets.split()
     test = sets[1] if len(sets) > 1 else sets[0]  # spike timing and per-condition tables
     seeds = args.seeds.split()
-    current = dict(kd_weight=args.kd_weight, kd_temperature=args.kd_temperature, kd_frames=args.kd_frames,
-                   guided_ctc_weight=args.guided_ctc_weight, seq_kd_weight=args.seq_kd_weight,
-                   seq_kd_nbest=args.seq_kd_nbest, self_distill_kd_weight=args.self_distill_kd_weight,
-                   online_teacher=args.online_teacher)
+    current = {k: getattr(args, k) for k in ("kd_weight", "kd_temperature", "kd_frames", "guided_ctc_weight",
+                                             "seq_kd_weight", "seq_kd_nbest", "self_distill_kd_weight", "online_teacher")}
     groups = student_groups(exp, seeds, current)
     # (name, label, dirs) of every system in the tables: teachers, then student groups
     systems = [(t, LABELS[t], [exp / t]) for t in TEACHERS if (exp / t).exists()]
@@ -554,20 +562,16 @@ def main(argv=None):
     header += [f"spike hit rate ({test})", f"mean onset offset (ms, {test})", f"onset error (ms, 95 % CI, {test})"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
-    def row(label, dirs):
+    for _, label, dirs in systems:
         params = [num_params(d) for d in dirs]
         cells = [label, fmt([p / 1e6 for p in params if p], 3) + " M" if any(params) else "–",
                  fmt([train_seconds(d) for d in dirs], 0)]
         for s in sets:
             cells += metric_cells([scores(d, s, "greedy") for d in dirs], extra)
         on_test = [scores(d, test, "greedy") for d in dirs]
-        hit = fmt([r and r.get("spike_hit_rate") for r in on_test], 1, 100.0)
-        cells += [hit if hit == "–" else hit.replace(" (", " % (", 1) if " (" in hit else hit + " %",
+        cells += [percent([r and r.get("spike_hit_rate") for r in on_test]),
                   fmt([r and r.get("mean_onset_offset_ms") for r in on_test], 0), onset_error(on_test)]
         out.append("| " + " | ".join(cells) + " |")
-
-    for _, label, dirs in systems:
-        row(label, dirs)
 
     # ---- settings of every system ----
     out += ["", "### What each system was trained with", "",
@@ -596,9 +600,8 @@ def main(argv=None):
     if beam:  # not with --decode_modes greedy
         out += ["", "### CTC prefix beam search (ESPnet BatchBeamSearch + CTCPrefixScorer)", "",
                 "| system | " + " | ".join(f"{s} WER" for s in sets) + " |", "|---|" + "---|" * len(sets)]
-    for _, label, dirs in systems if beam else ():
-        out.append(f"| {label} | " + " | ".join(
-            fmt([(scores(d, s, "beam") or {}).get("wer") for d in dirs]) for s in sets) + " |")
+        out += [f"| {label} | " + " | ".join(fmt([(scores(d, s, "beam") or {}).get("wer") for d in dirs])
+                                             for s in sets) + " |" for _, label, dirs in systems]
 
     # ---- target check ----
     def student_wer(system, set_name):
@@ -645,14 +648,13 @@ def main(argv=None):
     # ---- teacher evaluation ----
     teacher_eval = load_json(exp / "teacher_eval" / "summary.json")
     stale = teacher_eval_staleness(exp, teacher_eval) if teacher_eval else None
-    if stale:
-        out += ["", "## Teacher evaluation and copy probe (stage 6, greedy CTC)", "",
-                f"Not shown: `{exp / 'teacher_eval'}` is stale ({stale}); re-run stage 6."]
-        teacher_eval = None
     if teacher_eval:
+        out += ["", "## Teacher evaluation and copy probe (stage 6, greedy CTC)", ""]
+    if stale:
+        out.append(f"Not shown: `{exp / 'teacher_eval'}` is stale ({stale}); re-run stage 6.")
+    elif teacher_eval:
         unit = {"char": "characters", "word": "words"}.get(teacher_eval.get("follow_unit"), "tokens")
-        out += ["", "## Teacher evaluation and copy probe (stage 6, greedy CTC)", "",
-                "Copy probe: the Oracle Teacher is fed another utterance's transcript, with the real audio "
+        out += ["Copy probe: the Oracle Teacher is fed another utterance's transcript, with the real audio "
                 "and with the audio zeroed (features at the training mean). *Fed vs truth* is the fed "
                 "transcripts' own CER against the truth (how far apart the two candidate outputs are). "
                 "*Copy rate*: share of outputs equal to the fed transcript, word for word. *Follow rate*: "
@@ -662,30 +664,12 @@ def main(argv=None):
                 "follows the audio; – when no token takes a side). *Chance* is the follow rate of the "
                 "conventional teacher's output against the same fed transcripts: it never saw them, so "
                 "this is what coincidence gives for these units and error rates.", "",
-                "| set | conventional CER | Oracle CER (true transcript) | Oracle, zeroed audio: CER | "
-                "fed vs truth CER | Oracle fed another transcript: CER vs truth | … CER vs fed | … copy rate "
-                "| … follow rate | chance follow rate | fed another transcript, zeroed audio: CER vs fed "
-                "| … copy rate | … follow rate |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-
-        def rate(entry, metric):
-            value = fmt([entry.get(metric)], 1, 100.0)
-            return value if value == "–" else value + " %"
-
+                "| set | " + " | ".join(header for header, _, _ in COPY_PROBE_COLUMNS) + " |",
+                "|---|" + "---|" * len(COPY_PROBE_COLUMNS)]
         for set_name, result in teacher_eval["sets"].items():
-            conv = result.get("teacher_conventional/audio_only", {})
-            true = result.get("teacher_oracle/true_transcript", {})
-            other = result.get("teacher_oracle/other_transcript", {})
-            zero = result.get("teacher_oracle/zeroed_source", {})
-            other_zero = result.get("teacher_oracle/other_transcript_zeroed_source", {})
-            chance = result.get("teacher_conventional/other_transcript_chance", {})
-            out.append(f"| {set_name} | {fmt([conv.get('cer')])} | {fmt([true.get('cer')])} | "
-                       f"{fmt([zero.get('cer')])} | {fmt([other.get('fed_vs_truth_cer')])} | "
-                       f"{fmt([other.get('cer')])} | {fmt([other.get('cer_vs_fed')])} | "
-                       f"{rate(other, 'copy_rate')} | {rate(other, 'follow_rate')} | "
-                       f"{rate(chance, 'follow_rate')} | "
-                       f"{fmt([other_zero.get('cer_vs_fed')])} | {rate(other_zero, 'copy_rate')} | "
-                       f"{rate(other_zero, 'follow_rate')} |")
+            cells = [(percent if metric.endswith("_rate") else fmt)([result.get(probe, {}).get(metric)])
+                     for _, probe, metric in COPY_PROBE_COLUMNS]
+            out.append(f"| {set_name} | " + " | ".join(cells) + " |")
         speed = teacher_eval.get("time_to_cer", {})
         if speed:
             out += ["", f"Time to reach the conventional teacher's best dev CER ({speed['target_dev_cer']:.2f} %): "
@@ -699,13 +683,9 @@ def main(argv=None):
     if sweep.exists():
         table: Dict[str, Dict[tuple, float]] = {}
         for line in sweep.read_text(encoding="utf-8").splitlines()[1:]:
-            parts = line.split("\t")
-            if len(parts) == 5:
-                variant, set_name, probe, metric, value = parts
-                try:
-                    table.setdefault(variant, {})[(set_name, probe, metric)] = float(value)
-                except ValueError:
-                    pass
+            with contextlib.suppress(ValueError):  # skipped: not 5 fields, or no number
+                variant, set_name, probe, metric, value = line.split("\t")
+                table.setdefault(variant, {})[(set_name, probe, metric)] = float(value)
         out += ["", "## Anti-copy strategies (`local/anticopy_sweep.sh`, Oracle Teacher variants, test set)", "",
                 "Each variant is the default Oracle Teacher plus the named options, trained the same way "
                 "(two variants side by side, one core each); `default` is the stage-5 teacher above. "
@@ -714,21 +694,18 @@ def main(argv=None):
                 "| variant | CER, true transcript | CER vs truth, other transcript fed | CER vs fed | copy rate "
                 "| CER, zeroed audio | epochs (wall time) to the conventional teacher's best dev CER |", "|---|---|---|---|---|---|---|"]
         for variant, values in table.items():
-            def get(probe, metric, set_name=test):
-                return values.get((set_name, probe, metric))
-            copy = get("other_transcript", "copy_rate")
-            out.append(
-                f"| {variant} | {fmt([get('true_transcript', 'cer')])} | {fmt([get('other_transcript', 'cer')])} | "
-                f"{fmt([get('other_transcript', 'cer_vs_fed')])} | "
-                f"{fmt([copy], 1, 100.0) + ' %' if copy is not None else '–'} | "
-                f"{fmt([get('zeroed_source', 'cer')])} | {fmt([get('time_to_cer', 'oracle_epoch', 'dev')], 0)} "
-                f"({fmt([get('time_to_cer', 'oracle_seconds', 'dev')], 0)} s; conventional: "
-                f"{fmt([get('time_to_cer', 'conventional_epoch', 'dev')], 0)}, "
-                f"{fmt([get('time_to_cer', 'conventional_seconds', 'dev')], 0)} s) |")
+            cells = [fmt([values.get((test, probe, metric))]) for probe, metric in (
+                ("true_transcript", "cer"), ("other_transcript", "cer"), ("other_transcript", "cer_vs_fed"))]
+            copy = values.get((test, "other_transcript", "copy_rate"))
+            cells += [fmt([copy], 1, 100.0) + " %" if copy is not None else "–",
+                      fmt([values.get((test, "zeroed_source", "cer"))])]
+            epoch, seconds, conv_epoch, conv_seconds = (fmt([values.get(("dev", "time_to_cer", m))], 0) for m in (
+                "oracle_epoch", "oracle_seconds", "conventional_epoch", "conventional_seconds"))
+            out.append(f"| {variant} | " + " | ".join(cells)
+                       + f" | {epoch} ({seconds} s; conventional: {conv_epoch}, {conv_seconds} s) |")
 
     # ---- KD hyper-parameter sweep ----
-    sweep_root = exp / "kd_sweep"
-    settings = sorted(p for p in sweep_root.glob("*") if p.is_dir()) if sweep_root.is_dir() else []
+    settings = sorted(p for p in (exp / "kd_sweep").glob("*") if p.is_dir())
     if settings:
         out += ["", "## KD hyper-parameter sweep (`local/kd_sweep.sh`; greedy CTC, mean ± std over seeds)", "",
                 "Setting `a<alpha>_t<tau>_<frames>` (`_matched`: all frames with the KD weight matched to the "
@@ -744,10 +721,7 @@ def main(argv=None):
                 results = {s: [scores(d, s, "greedy") for d in dirs] for s in sets[1:]}
                 if not any(results[test]):
                     continue
-                cells = []
-                for s in sets[1:]:
-                    cells += [fmt([r and r.get("cer") for r in results[s]]),
-                              fmt([r and r.get("wer") for r in results[s]])]
+                cells = [fmt([r and r.get(m) for r in results[s]]) for s in sets[1:] for m in ("cer", "wer")]
                 out.append(f"| {setting.name} | {STUDENT_SYSTEMS[system]} (`{group}`) | {len(dirs)} | "
                            + " | ".join(cells) + " |")
 
@@ -766,13 +740,11 @@ def main(argv=None):
     bench = load_json(exp / "benchmark" / "benchmark.json")
     if bench:
         out += ["", "## Benchmark (`python -m espnet_oracle.bin.benchmark`, run after the recipe)", ""]
-        for key, value in bench.items():
-            out.append(f"- {key}: {value}")
+        out += [f"- {key}: {value}" for key, value in bench.items()]
     times = exp / "stage_times.tsv"
     if times.exists():
         out += wall_time_section(times)
-    atomic_write_text(Path(args.recipe_dir) / args.out if not os.path.isabs(args.out) else Path(args.out),
-                      "\n".join(out) + "\n")
+    atomic_write_text(Path(args.recipe_dir) / args.out, "\n".join(out) + "\n")  # (an absolute --out as it is)
     print(f"make_results: wrote {args.out}")
 
 
