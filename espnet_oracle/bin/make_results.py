@@ -1,10 +1,9 @@
 """Stage 10: write RESULTS.md from what the pipeline left in exp/ (never by hand).
 Why it exists: the tables of this method (KD systems over seeds, probes, significance) are no library's.
 
-Reads scores.json of every decode dir, cer_curve.tsv, config.yaml, stamp.json
-and model files of every system, exp/teacher_eval/summary.json, posterior stats, exp/stage_times.tsv,
-exp/commands.log and, when present, exp/benchmark/benchmark.json. The KD variants (issue 12) get
-their own table, from the students under exp/ and exp/variants/*/ (``local/variant_sweep.sh``).
+Reads each system's config.yaml, stamp.json, model files, cer_curve.tsv and decode dirs' scores.json; the
+students of exp/variants/*/ (KD variants, issue 12) and exp/kd_sweep/*/; exp/teacher_eval, exp/anticopy,
+posterior stats, exp/benchmark, exp/stage_times.tsv and exp/commands.log where present.
 """
 
 import argparse
@@ -24,14 +23,8 @@ from typing import Dict, List, Optional
 from espnet_oracle.utils.datadir import atomic_write_text
 from espnet_oracle.utils.metrics import EXTRA_METRICS, condition_key, paired_bootstrap, pooled_mean_ci
 from espnet_oracle.utils.stamps import read_stamp
-from espnet_oracle.utils.systems import (
-    AVERAGED_TEACHERS,
-    HYPS_TEACHER,
-    POSTERIOR_TEACHER,
-    VARIANT_SYSTEMS,
-    parse_student_dir,
-    student_group,
-)
+from espnet_oracle.utils.systems import (AVERAGED_TEACHERS, HYPS_TEACHER, POSTERIOR_TEACHER, VARIANT_SYSTEMS,
+                                         parse_student_dir, student_group)
 
 TEACHERS = ("teacher_conventional", "teacher_oracle")
 STUDENT_SYSTEMS = {
@@ -108,21 +101,17 @@ def student_groups(exp: Path, seeds: Optional[List[str]], current: Dict[str, str
     return [(g, groups[g][0], groups[g][1]) for g in names]
 
 
+#: how a label spells the settings a student dir name carries: (field that marks them, text)
+GROUP_SETTINGS = (("alpha", "α {alpha}, τ {tau}, frames {frames}"),
+                  ("sd_weight", "KD weight {sd_weight}, τ {sd_tau}, frames {sd_frames}"),
+                  ("guided", "Guided CTC weight {guided}"), ("seq", "weight {seq}, {nbest}-best"))
+
+
 def group_label(group: str, system: str) -> str:
     info = parse_student_dir(f"{group}_seed0") or {}
-    label = STUDENT_SYSTEMS[system]
-    settings = []
-    if info.get("alpha") is not None:
-        settings.append(f"α {info['alpha']}, τ {info['tau']}, frames {info['frames']}")
-    if info.get("sd_weight") is not None:
-        settings.append(f"KD weight {info['sd_weight']}, τ {info['sd_tau']}, frames {info['sd_frames']}")
-    if info.get("guided") is not None:
-        settings.append(f"Guided CTC weight {info['guided']}")
-    if info.get("seq") is not None:
-        settings.append(f"weight {info['seq']}, {info['nbest']}-best")
-    if info.get("online"):
-        settings.append("online teacher, no dump")
-    return label + (f" ({'; '.join(settings)})" if settings else "")
+    settings = [text.format(**info) for field, text in GROUP_SETTINGS if info.get(field) is not None]
+    settings += ["online teacher, no dump"] if info.get("online") else []
+    return STUDENT_SYSTEMS[system] + (f" ({'; '.join(settings)})" if settings else "")
 
 
 #: model_conf keys with their own columns in the settings table
@@ -183,7 +172,8 @@ COPY_PROBE_COLUMNS = (
     ("… copy rate", "teacher_oracle/other_transcript", "copy_rate"),
     ("… follow rate", "teacher_oracle/other_transcript", "follow_rate"),
     ("chance follow rate", "teacher_conventional/other_transcript_chance", "follow_rate"),
-    ("fed another transcript, zeroed audio: CER vs fed", "teacher_oracle/other_transcript_zeroed_source", "cer_vs_fed"),
+    ("fed another transcript, zeroed audio: CER vs fed", "teacher_oracle/other_transcript_zeroed_source",
+     "cer_vs_fed"),
     ("… copy rate", "teacher_oracle/other_transcript_zeroed_source", "copy_rate"),
     ("… follow rate", "teacher_oracle/other_transcript_zeroed_source", "follow_rate"),
 )
@@ -530,15 +520,15 @@ def main(argv=None):
     groups = student_groups(exp, seeds, current)
     # (name, label, dirs) of every system in the tables: teachers, then student groups
     systems = [(t, LABELS[t], [exp / t]) for t in TEACHERS if (exp / t).exists()]
-    systems += [(g, f"{group_label(g, system)} ({len(dirs)} seed{'s' if len(dirs) != 1 else ''})", dirs) for g, system, dirs in groups]
+    systems += [(g, f"{group_label(g, system)} ({len(dirs)} seed{'s' if len(dirs) != 1 else ''})", dirs)
+                for g, system, dirs in groups]
     out: List[str] = ["# Results", "", "Generated from `exp/` by `python -m espnet_oracle.bin.make_results` "
                       "(run.sh stage 10). Do not edit by hand.", "", "## Environment", ""]
     out += environment()
     commands = exp / "commands.log"
     if commands.exists():
-        out += ["", "Commands that produced `exp/` (from `exp/commands.log`):", "", "```"]
-        out += commands.read_text(encoding="utf-8").strip().splitlines()[-10:]
-        out += ["```"]
+        out += ["", "Commands that produced `exp/` (from `exp/commands.log`):", "", "```",
+                *commands.read_text(encoding="utf-8").strip().splitlines()[-10:], "```"]
 
     # ---- main table ----
     out += ["", "## Systems", "",
