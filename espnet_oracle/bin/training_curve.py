@@ -1,17 +1,9 @@
 """Write ``cer_curve.tsv`` (dev CER, losses and cumulative training time per epoch) of an ESPnet training.
 Why it exists: time-to-accuracy needs dev CER per epoch with cumulative time, kept only in ESPnet's reporter state.
 
-The numbers come from ESPnet's own reporter state in ``<exp_dir>/checkpoint.pth``
-(key ``reporter``: per epoch and phase the averaged statistics plus the measured
-``time`` of the phase), not from parsing ``train.log``. The reporter state
-survives a resumed training, so an interrupted and resumed run gets a
-complete curve; a training log may hold several attempts.
-
-``wall_seconds`` is cumulative over epochs: the measured time of each epoch's
-training, validation (and attention plotting, if any) phases. It leaves out
-start-up (imports, model building), checkpoint writing and any time between
-an interruption and the resume, so it does not depend on how often a run was
-interrupted.
+Read from the reporter state in ``<exp_dir>/checkpoint.pth``, not train.log: it survives a resume, so an
+interrupted run gets one complete curve. ``wall_seconds`` sums the measured ``time`` of each epoch's phases
+(training, validation, plotting): no start-up, checkpoint writing or time between interruption and resume.
 """
 
 import argparse
@@ -48,16 +40,9 @@ def curve_from_reporter(state: dict):
         phases = stats[epoch]
         wall += sum(_seconds(p["time"]) for p in phases.values() if isinstance(p, dict) and "time" in p)
         train, valid = phases.get("train", {}), phases.get("valid", {})
-        cer = _float(valid.get("cer_ctc"))
-        rows.append(
-            dict(
-                epoch=epoch,
-                dev_cer=100.0 * cer,
-                dev_loss=_float(valid.get("loss")),
-                train_loss=_float(train.get("loss")),
-                wall_seconds=wall,
-            )
-        )
+        rows.append(dict(epoch=epoch, dev_cer=100.0 * _float(valid.get("cer_ctc")),
+                         dev_loss=_float(valid.get("loss")), train_loss=_float(train.get("loss")),
+                         wall_seconds=wall))
     return rows
 
 
@@ -72,13 +57,9 @@ def read_curve_from_checkpoint(path: Path):
 
 
 def format_curve(rows) -> str:
-    lines = ["\t".join(COLUMNS)]
-    for row in rows:
-        lines.append(
-            f"{row['epoch']}\t{row['dev_cer']:.3f}\t{row['dev_loss']:.4f}\t"
-            f"{row['train_loss']:.4f}\t{row['wall_seconds']:.1f}"
-        )
-    return "\n".join(lines) + "\n"
+    lines = [f"{r['epoch']}\t{r['dev_cer']:.3f}\t{r['dev_loss']:.4f}\t{r['train_loss']:.4f}\t"
+             f"{r['wall_seconds']:.1f}" for r in rows]
+    return "\n".join(["\t".join(COLUMNS), *lines]) + "\n"
 
 
 def main(argv=None):
