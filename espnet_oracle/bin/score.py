@@ -1,15 +1,10 @@
 """Stage 10 scoring of a decode dir; exists for per-condition WER and CTC spike timing (no library has them).
 
-Writes into --decode_dir: ``ref.trn``/``hyp.trn`` (sclite form ``WORDS (uttid)``: ``sclite -r ref.trn trn
--h hyp.trn trn -i rm`` gives the S/D/I breakdown), ``score_wer/result.txt`` and ``score_cer/result.txt``
-(totals + per-utterance errors, editdistance), ``score_conditions.tsv`` (WER per value of each
-``--condition_files`` file of --data_dir, e.g. utt2snr utt2noise, and per pair of values when two are
-given), ``spike_timing.tsv`` (only when --data_dir has ``word_align`` and the decode dir ``ctc_frames``)
-and ``scores.json``. Spike times: encoder frame t is at ``offset + t * shift`` with the decode dir's
-``frame_shift_ms`` and ``frame_offset_ms`` (centre of the frame's receptive field; 0 when absent, from an
-older decode; ``--offset_ms`` overrides it). CER: characters of the words, spaces excluded; rates in percent. With
-``--extra_metrics word_accuracy one_minus_ned`` (text recognition) scores.json also holds those two
-(percent; case-insensitive, alphanumeric only: see espnet_oracle.utils.metrics).
+Writes into --decode_dir: ``ref.trn``/``hyp.trn`` (sclite form ``WORDS (uttid)``, for ``sclite -r ref.trn trn
+-h hyp.trn trn -i rm``), ``score_wer/result.txt``, ``score_cer/result.txt`` (totals + per-utterance errors),
+``score_conditions.tsv`` (WER per value of each --condition_files file, and per pair of values when two are
+given), ``spike_timing.tsv`` (when --data_dir has ``word_align`` and the decode dir ``ctc_frames``; frame t at
+``frame_offset_ms + t * frame_shift_ms``) and ``scores.json``. Metrics: espnet_oracle.utils.metrics.
 """
 
 import argparse
@@ -56,14 +51,12 @@ def score(data_dir: Path, decode_dir: Path, condition_files=(), offset_ms: Optio
     write_result(decode_dir / "score_wer" / "result.txt", "word", res, refs, hyps)
     write_result(decode_dir / "score_cer" / "result.txt", "char", res, refs, hyps)
 
+    maps = {name.removeprefix("utt2"): read_kaldi_map(data_dir / name)
+            for name in condition_files if (data_dir / name).is_file()}
+    by = {kind: wer_by_condition(res, utt2cond, kind) for kind, utt2cond in maps.items()}
     rows = [("all", res.n_utts, res.total(1), res.wer)]
-    by, maps = {}, {}
-    for name in condition_files:
-        if (data_dir / name).is_file():
-            maps[name.removeprefix("utt2")] = read_kaldi_map(data_dir / name)
-    for kind, utt2cond in maps.items():
-        by[kind] = wer_by_condition(res, utt2cond, kind)
-        rows += [(f"{kind}={c}", v["n_utts"], v["n_words"], v["wer"]) for c, v in by[kind].items()]
+    rows += [(f"{kind}={c}", v["n_utts"], v["n_words"], v["wer"])
+             for kind, table in by.items() for c, v in table.items()]
     if len(maps) == 2:
         (a, ma), (b, mb) = maps.items()
         pairs = wer_by_condition(res, {u: f"{a}={ma[u]},{b}={mb[u]}" for u in res.per_utt})
