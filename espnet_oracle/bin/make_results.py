@@ -308,7 +308,8 @@ def significance(exp: Path, test_sets: List[str], seeds: List[str], current: Dic
             r = bootstrap(pooled[a], pooled[b])
             better = ("neither" if r["p"] >= 0.05 else SHORT[a] if r["delta"] < 0 else SHORT[b])
             rows.append(f"| {set_name} | {SHORT[a]} vs {SHORT[b]} | {r['wer_a']:.2f} | {r['wer_b']:.2f} | "
-                        f"{r['delta']:+.2f} | [{r['low']:+.2f}, {r['high']:+.2f}] | {r['p_text']} | {better} |")
+                        f"{r['delta']:+.2f} | [{r['low']:+.2f}, {r['high']:+.2f}] | {r['p_text']} | "
+                        f"{better} |")
     if not rows:  # fewer than two student systems scored
         out[-2:] = ["Not computed: it needs greedy scores of at least two of the student systems "
                     f"({', '.join(SHORT.values())})."]
@@ -407,7 +408,8 @@ def kd_variants(exp: Path, sets: List[str], train_set: str, seeds: List[str], cu
             else:
                 r = bootstrap(errors, ref)
                 mark = "**" if r["p"] < 0.05 else ""
-                cells.append(f"{mark}{r['delta']:+.2f}{mark} [{r['low']:+.2f}, {r['high']:+.2f}], p {r['p_text']}")
+                cells.append(f"{mark}{r['delta']:+.2f}{mark} [{r['low']:+.2f}, {r['high']:+.2f}], "
+                             f"p {r['p_text']}")
                 if n_found < len(dirs):
                     notes.append(f"- {x}: `{group}` pooled over {n_found} of {len(dirs)} seeds")
         seconds = [train_seconds(d) for d in dirs]
@@ -516,7 +518,8 @@ def main(argv=None):
     test = sets[1] if len(sets) > 1 else sets[0]  # spike timing and per-condition tables
     seeds = args.seeds.split()
     current = {k: getattr(args, k) for k in ("kd_weight", "kd_temperature", "kd_frames", "guided_ctc_weight",
-                                             "seq_kd_weight", "seq_kd_nbest", "self_distill_kd_weight", "online_teacher")}
+                                             "seq_kd_weight", "seq_kd_nbest", "self_distill_kd_weight",
+                                             "online_teacher")}
     groups = student_groups(exp, seeds, current)
     # (name, label, dirs) of every system in the tables: teachers, then student groups
     systems = [(t, LABELS[t], [exp / t]) for t in TEACHERS if (exp / t).exists()]
@@ -689,10 +692,10 @@ def main(argv=None):
             copy = values.get((test, "other_transcript", "copy_rate"))
             cells += [fmt([copy], 1, 100.0) + " %" if copy is not None else "–",
                       fmt([values.get((test, "zeroed_source", "cer"))])]
-            epoch, seconds, conv_epoch, conv_seconds = (fmt([values.get(("dev", "time_to_cer", m))], 0) for m in (
-                "oracle_epoch", "oracle_seconds", "conventional_epoch", "conventional_seconds"))
+            times = [fmt([values.get(("dev", "time_to_cer", m))], 0) for m in
+                     ("oracle_epoch", "oracle_seconds", "conventional_epoch", "conventional_seconds")]
             out.append(f"| {variant} | " + " | ".join(cells)
-                       + f" | {epoch} ({seconds} s; conventional: {conv_epoch}, {conv_seconds} s) |")
+                       + " | {} ({} s; conventional: {}, {} s) |".format(*times))
 
     # ---- KD hyper-parameter sweep ----
     settings = sorted(p for p in (exp / "kd_sweep").glob("*") if p.is_dir())
