@@ -386,10 +386,9 @@ def kd_variants(exp: Path, sets: List[str], train_set: str, seeds: List[str], cu
            "`avgkd`, the hypothesis decoding for sequence-level KD) + student training; `avgkd` counts both "
            "teachers. Teachers trained two side by side and students two at a time (one core each): compare "
            "the times roughly.", ""]
-    header = ["system", "directories", "seeds"]
-    for x in test_sets:
-        header += metric_headers(x, extra) + [f"{x} ΔWER vs conv. KD"]
-    header += ["training (s)", "two-stage total (s): teacher + outputs + student"]
+    header = ["system", "directories", "seeds",
+              *[c for x in test_sets for c in metric_headers(x, extra) + [f"{x} ΔWER vs conv. KD"]],
+              "training (s)", "two-stage total (s): teacher + outputs + student"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     notes = []
     for group, system, dirs in groups:
@@ -543,16 +542,14 @@ def main(argv=None):
             "a frame's time is the centre of its receptive field). Onset: time of a word's earliest token minus "
             "the word's start; onset error: mean |onset| over the words that got a token, with a 95 % CI by the "
             "normal approximation (students: the words of all seeds pooled).", ""]
-    header = ["system", "params", "train time (s)"]
     extra = args.extra_metrics.split()
     unknown = set(extra) - set(EXTRA_METRICS)
     if unknown:
         raise SystemExit(f"make_results: unknown --extra_metrics {sorted(unknown)} (known: {' '.join(EXTRA_METRICS)})")
     if extra:
         out[-2] += (" " + " ".join(f"{EXTRA_HEADERS[m]}: {EXTRA_NOTES[m]}." for m in extra))
-    for s in sets:
-        header += metric_headers(s, extra)
-    header += [f"spike hit rate ({test})", f"mean onset offset (ms, {test})", f"onset error (ms, 95 % CI, {test})"]
+    header = ["system", "params", "train time (s)", *[c for s in sets for c in metric_headers(s, extra)],
+              f"spike hit rate ({test})", f"mean onset offset (ms, {test})", f"onset error (ms, 95 % CI, {test})"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     for _, label, dirs in systems:
