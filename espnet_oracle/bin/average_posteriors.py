@@ -41,10 +41,8 @@ def _check_same(readers: List[TeacherPosteriorReader], names: List[str]) -> None
     for reader, name in zip(readers[1:], names[1:]):
         a, b = first.meta, reader.meta
         if a.get("vocab_size") != b.get("vocab_size") or a.get("token_list_sha") != b.get("token_list_sha"):
-            raise ValueError(
-                f"{first_name} and {name} were made with other token lists "
-                f"({a.get('vocab_size')} vs {b.get('vocab_size')} tokens)"
-            )
+            raise ValueError(f"{first_name} and {name} were made with other token lists "
+                             f"({a.get('vocab_size')} vs {b.get('vocab_size')} tokens)")
         sa, sb = a.get("stamp") or {}, b.get("stamp") or {}
         if not sa or not sb:
             raise ValueError(f"{first_name} or {name} carries no stamp: re-run stage 7")
@@ -52,27 +50,17 @@ def _check_same(readers: List[TeacherPosteriorReader], names: List[str]) -> None
             if sa.get(key) != sb.get(key):
                 raise ValueError(f"{first_name} and {name} were dumped from other {what}")
         if a.get("frame_shift_ms") != b.get("frame_shift_ms"):
-            raise ValueError(
-                f"{first_name} and {name} have other frame shifts "
-                f"({a.get('frame_shift_ms')} vs {b.get('frame_shift_ms')} ms)"
-            )
+            raise ValueError(f"{first_name} and {name} have other frame shifts "
+                             f"({a.get('frame_shift_ms')} vs {b.get('frame_shift_ms')} ms)")
         ids_a, ids_b = set(first.keys()), set(reader.keys())
         if ids_a != ids_b:
             only_a, only_b = sorted(ids_a - ids_b)[:5], sorted(ids_b - ids_a)[:5]
-            raise ValueError(
-                f"{first_name} and {name} hold other utterances: only in the first {only_a}, "
-                f"only in the second {only_b}"
-            )
+            raise ValueError(f"{first_name} and {name} hold other utterances: only in the first {only_a}, "
+                             f"only in the second {only_b}")
 
 
-def average_posteriors(
-    post_scps: Sequence[Path],
-    out_dir: Path,
-    weights: Optional[Sequence[float]] = None,
-    fmt: str = "topk",
-    k: int = 8,
-    shard_size: int = 1000,
-) -> bool:
+def average_posteriors(post_scps: Sequence[Path], out_dir: Path, weights: Optional[Sequence[float]] = None,
+                       fmt: str = "topk", k: int = 8, shard_size: int = 1000) -> bool:
     """Write the averaged set to ``out_dir``; False if it was already up to date."""
     post_scps = [Path(p) for p in post_scps]
     if len(post_scps) < 2:
@@ -103,12 +91,11 @@ def average_posteriors(
         writer = PosteriorWriter(str(out_dir), str(index), fmt=fmt, k=k, stamp=stamp)
         for utt in utt_ids[start : start + shard_size]:
             arrays = [reader[utt] for reader in readers]
+            shape = arrays[0].shape
             for array, name in zip(arrays[1:], names[1:]):
-                if array.shape != arrays[0].shape:
-                    raise ValueError(
-                        f"utterance {utt}: {names[0]} has {arrays[0].shape[0]} frames x "
-                        f"{arrays[0].shape[1]} tokens, {name} {array.shape[0]} x {array.shape[1]}"
-                    )
+                if array.shape != shape:
+                    raise ValueError(f"utterance {utt}: {names[0]} has {shape[0]} frames x "
+                                     f"{shape[1]} tokens, {name} {array.shape[0]} x {array.shape[1]}")
             writer.write(utt, mix_log_probs(arrays, weights))
         writer.close(info=dict(frame_shift_ms=readers[0].meta.get("frame_shift_ms")))
     first = readers[0].meta
@@ -141,10 +128,7 @@ def main(argv=None):
                                    args.format, args.topk, args.shard_size)
     except (FileNotFoundError, ValueError, KeyError) as error:
         sys.exit(f"average_posteriors: {error}")
-    if wrote:
-        print(f"average_posteriors: {args.out_dir}/post.scp")
-    else:
-        print(f"average_posteriors: {args.out_dir} is up to date")
+    print(f"average_posteriors: {args.out_dir}" + ("/post.scp" if wrote else " is up to date"))
 
 
 if __name__ == "__main__":

@@ -85,20 +85,16 @@ def main(argv=None):
     if args.prepare:
         # the answer is stdout's last line; what is said on the way goes to stderr
         print(prepare(args, say=lambda text: print(text, file=sys.stderr))[0])
-        return
-    if args.job is not None:
+    elif args.job is not None:
         run_job(args, args.job, args.num_jobs)
-        return
-    if args.merge:
+    elif args.merge:
         merge(args)
-        return
-    # one process: all of it
-    state, stamp = prepare(args, say=print)
-    if state == "done":
-        return
-    started = time.time()
-    run_job(args, 1, 1, stamp=stamp)
-    merge(args, stamp=stamp, started=started)
+    else:  # one process: all of it
+        state, stamp = prepare(args, say=print)
+        if state != "done":
+            started = time.time()
+            run_job(args, 1, 1, stamp=stamp)
+            merge(args, stamp=stamp, started=started)
 
 
 def _model_path(args) -> Path:

@@ -62,19 +62,15 @@ def topk_pack(log_probs: np.ndarray, k: int) -> np.ndarray:
     leftover = (logsumexp(np.take_along_axis(exact, rest, axis=1), axis=1, keepdims=True)
                 - logsumexp(exact, axis=1, keepdims=True))
     leftover = np.minimum(leftover, 0.0).astype(np.float32)
-    return np.concatenate(
-        [ids.astype(np.uint16), values.view(np.uint16), leftover.view(np.uint16)], axis=1
-    )
+    return np.concatenate([ids.astype(np.uint16), values.view(np.uint16), leftover.view(np.uint16)], axis=1)
 
 
 def topk_unpack(packed: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(T', 2k + 2) uint16 -> (T', k) int64 ids, (T', k) float32 log-probs,
     (T',) float32 leftover log-mass."""
     if packed.ndim != 2 or packed.shape[1] < 4 or packed.shape[1] % 2:
-        raise ValueError(
-            f"top-k posteriors of shape {packed.shape} are not (frames, 2k + 2): "
-            "written by an older layout? re-run stage 7 (dump teacher posteriors)"
-        )
+        raise ValueError(f"top-k posteriors of shape {packed.shape} are not (frames, 2k + 2): "
+                         "written by an older layout? re-run stage 7 (dump teacher posteriors)")
     k = (packed.shape[1] - 2) // 2
     ids = packed[:, :k].astype(np.int64)
     values = np.ascontiguousarray(packed[:, k : 2 * k]).view(np.float16).astype(np.float32)
@@ -267,11 +263,9 @@ def check_layout(meta: dict, scp_path) -> None:
     """Refuse posteriors stored in another layout than this code reads."""
     layout = meta.get("layout", 1)
     if layout != LAYOUT:
-        raise ValueError(
-            f"{scp_path}: teacher posteriors stored in layout {layout}, this version reads "
-            f"layout {LAYOUT} (top-k with the exact leftover mass, stamped with the teacher "
-            "and features): re-run stage 7 (dump teacher posteriors) for this set"
-        )
+        raise ValueError(f"{scp_path}: teacher posteriors stored in layout {layout}, this version reads "
+                         f"layout {LAYOUT} (top-k with the exact leftover mass, stamped with the teacher "
+                         "and features): re-run stage 7 (dump teacher posteriors) for this set")
 
 
 class TeacherPosteriorReader(Mapping):
@@ -294,10 +288,8 @@ class TeacherPosteriorReader(Mapping):
         try:
             array = self.arrays[utt_id]
         except KeyError:
-            raise KeyError(
-                f"utterance {utt_id!r} has no teacher posteriors in {self.scp_path}: "
-                "re-run stage 7 (dump teacher posteriors) for this data set"
-            ) from None
+            raise KeyError(f"utterance {utt_id!r} has no teacher posteriors in {self.scp_path}: "
+                           "re-run stage 7 (dump teacher posteriors) for this data set") from None
         if self.fmt == "dense":
             return array.astype(np.float32)
         return topk_to_dense(*topk_unpack(array), self.vocab_size)
