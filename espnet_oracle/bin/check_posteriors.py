@@ -1,18 +1,11 @@
 """Check stored teacher posteriors against a training set before a KD run starts.
 Why it exists: frame-level KD must refuse posteriors of other features, utterances or frame counts before training starts.
 
-Refuses (exit status 1, naming the set and what differs) when:
-- the posteriors are stored in an older layout or carry no stamp (re-run stage 7);
-- they were dumped from other features than the current ``--feats_scp`` (feature
-  fingerprint: feats.scp and the bytes of its ark files), or from other
-  transcripts (the ``text`` beside feats.scp, when there is one);
-- the teacher's model file recorded in ``meta.json`` still exists and has
-  changed since the dump (sha256);
-- they were made with another token list;
-- utterance ids of the features are missing from the posteriors, or the frame
-  counts (``utt2num_frames``) do not cover the posteriors.
-Frame counts are checked exactly during training, against the student's own
-encoder output (KDStudentModel.check_frames).
+Refuses (exit status 1, naming the set and what differs) posteriors of an older layout or without
+a stamp, dumped from other features or transcripts than ``--feats_scp`` (and the ``text`` beside
+it), from a since changed teacher model file, or with another token list; and sets where feature
+utterance ids lack posteriors or posteriors lack ``utt2num_frames``. Frame counts are checked
+exactly during training, against the student's encoder output (KDStudentModel.check_frames).
 """
 
 import argparse
@@ -47,39 +40,32 @@ def check(post_scp: Path, feats_scp: Path, token_list: Path) -> None:
     if text.exists():
         current["text_sha256"] = text_fingerprint(text)
     model = Path(meta.get("teacher_model_file", ""))
-    if meta.get("teacher_model_file") and model.is_file():
+    if model.is_file():  # Path("") is no file
         current["teacher_model_sha256"] = sha256_file(model)
     differences = stamp_differences(stamp, current)
     if differences:
-        raise ValueError(
-            f"{name} are stale, they were dumped from other inputs than {feats_scp}"
-            f"{' and ' + str(model) if model.is_file() else ''}: " + "; ".join(differences)
-            + " — re-run stage 7 (dump teacher posteriors) so the students do not train on old posteriors"
-        )
+        raise ValueError(f"{name} are stale, they were dumped from other inputs than {feats_scp}"
+                         f"{' and ' + str(model) if model.is_file() else ''}: " + "; ".join(differences)
+                         + " — re-run stage 7 (dump teacher posteriors) so the students do not train on "
+                         "old posteriors")
     tokens = [line.rstrip("\n") for line in open(token_list, encoding="utf-8")]
     sha = token_list_sha(tokens)
     if meta.get("vocab_size") != len(tokens) or meta.get("token_list_sha", sha) != sha:
-        raise ValueError(
-            f"{post_scp} was made with another token list ({meta.get('vocab_size')} tokens) "
-            f"than {token_list} ({len(tokens)} tokens): re-run stage 7"
-        )
+        raise ValueError(f"{post_scp} was made with another token list ({meta.get('vocab_size')} tokens) "
+                         f"than {token_list} ({len(tokens)} tokens): re-run stage 7")
     posts = set(read_kaldi_map(post_scp))
     feats = set(read_kaldi_map(feats_scp))
     missing = sorted(feats - posts)
     if missing:
-        raise ValueError(
-            f"{len(missing)} utterance(s) of {feats_scp} have no teacher posteriors in "
-            f"{post_scp}, e.g. {', '.join(missing[:5])} — re-run stage 7 for this set "
-            "(speed perturbation or other data changes after stage 7 cause this)"
-        )
+        raise ValueError(f"{len(missing)} utterance(s) of {feats_scp} have no teacher posteriors in "
+                         f"{post_scp}, e.g. {', '.join(missing[:5])} — re-run stage 7 for this set "
+                         "(speed perturbation or other data changes after stage 7 cause this)")
     frames_file = post_scp.parent / "utt2num_frames"
     frames = read_kaldi_map(frames_file) if frames_file.exists() else {}
     no_frames = sorted(posts - set(frames))
     if no_frames:
-        raise ValueError(
-            f"{frames_file} lacks frame counts of {len(no_frames)} utterance(s) of {post_scp}, "
-            f"e.g. {', '.join(no_frames[:5])}: re-run stage 7"
-        )
+        raise ValueError(f"{frames_file} lacks frame counts of {len(no_frames)} utterance(s) of {post_scp}, "
+                         f"e.g. {', '.join(no_frames[:5])}: re-run stage 7")
 
 
 def main(argv=None):

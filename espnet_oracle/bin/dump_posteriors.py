@@ -1,39 +1,22 @@
 """Stage 7: store a teacher's CTC frame posteriors for one data set.
 Why it exists: ESPnet has no posterior dump, and frame-level KD needs one per teacher.
 
-The Oracle Teacher is fed the true transcript. Output in --out_dir:
-``post.scp`` (utterance id -> array in ``data/post.<shard>.ark``), ``meta.json``
-(format, k, vocabulary size, teacher, frame shift), ``utt2num_frames`` (T' per
-utterance, checked against the student's encoder output during training) and
-``stats.json`` (bytes per frame on disk).
+The Oracle Teacher is fed the true transcript. Output in --out_dir: ``post.scp`` (-> arrays in
+``data/post.<shard>.ark``), ``meta.json``, ``utt2num_frames`` (T', checked against the student's
+encoder output) and ``stats.json``. The set (``meta.json``, ``.done``) and every shard
+(``data/post.<n>.json``) are stamped with the teacher's sha256, the options and fingerprints of
+the features and transcripts; a re-run whose stamp differs says why and re-dumps.
 
-Stamped: the set (``meta.json``, ``.done``) and every shard (``data/post.<n>.json``)
-record the sha256 of the teacher's model file, the options (format, k) and
-fingerprints of the features (feats.scp and the bytes of its ark files) and of
-the transcripts. A re-run whose stamp differs says what differs and re-dumps;
-``check_posteriors`` refuses posteriors whose features changed since.
-
-Resumable: utterances are written in shards (``--shard_size`` utterances of the
-sorted ids each) that each become visible only when complete; a re-run reuses
-finished shards of the same stamp and the merge is atomic.
-
-One process (the default) does everything. Sharded over N parallel jobs (what
-stage 7 runs, N = --nj, through the Kaldi-style runner):
+Resumable: shards of ``--shard_size`` sorted ids become visible only when complete; a re-run
+reuses finished shards of the same stamp. One process does everything by default; stage 7 runs
 
     dump_posteriors ... --num_jobs N --prepare    # prints "done" (up to date) or "dump"
     dump_posteriors ... --num_jobs N --job J      # J = 1..N, in parallel: shards n with (n-1) % N == J-1
     dump_posteriors ... --num_jobs N --merge      # post.scp etc., once every shard is there
 
-``--prepare`` computes the stamp (hashing the model and every feature file once),
-removes the set's outputs and any shards of another stamp, and caches the stamp
-in ``data/stamp_cache.json`` with the size and modification time of each input
-file; a job or the merge uses the cached stamp while those are unchanged and
-re-hashes otherwise, so shards of another stamp are never mixed (the merge
-refuses them, and missing shards, by number and job). The jobs write disjoint
-shards; a killed job's finished shards are reused by its re-run. The result is
-byte-identical to the one-process dump (the batches are made within each shard).
-``--ngpu 1`` runs a job on a GPU (job J on visible device (J-1) mod count); on
-CPU a job uses ``--nj`` torch threads (default 1).
+``--prepare`` hashes the inputs once and caches the stamp in ``data/stamp_cache.json`` by their
+sizes and modification times; the merge refuses missing or stale shards (by number and job).
+The result is byte-identical to the one-process dump. ``--ngpu 1``: job J on GPU (J-1) mod count.
 See ``espnet_oracle/utils/posteriors.py`` for the storage format.
 """
 
@@ -45,7 +28,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import yaml
@@ -57,13 +40,13 @@ from espnet_oracle.utils.posteriors import (
     PosteriorWriter,
     _ark_path,
     dump_stamp,
+    merge_shards,
+    remove_set_files,
     stamp_differences,
     token_list_sha,
-    write_meta,
 )
+from espnet_oracle.utils.stamps import read_stamp
 
-# set-level outputs: removed before any (re-)dump, so a stale set never looks complete
-SET_FILES = (".done", "post.scp", META_NAME, "utt2num_frames", "stats.json")
 # the stamp of the inputs as of their file sizes and modification times (see input_signature)
 STAMP_CACHE = "stamp_cache.json"
 
@@ -102,24 +85,16 @@ def main(argv=None):
     if args.prepare:
         # the answer is stdout's last line; what is said on the way goes to stderr
         print(prepare(args, say=lambda text: print(text, file=sys.stderr))[0])
-        return
-    if args.job is not None:
+    elif args.job is not None:
         run_job(args, args.job, args.num_jobs)
-        return
-    if args.merge:
+    elif args.merge:
         merge(args)
-        return
-    # one process: all of it
-    state, stamp = prepare(args, say=print)
-    if state == "done":
-        return
-    started = time.time()
-    run_job(args, 1, 1, stamp=stamp)
-    merge(args, stamp=stamp, started=started)
-
-
-def _cache_path(args) -> Path:
-    return Path(args.out_dir) / "data" / STAMP_CACHE
+    else:  # one process: all of it
+        state, stamp = prepare(args, say=print)
+        if state != "done":
+            started = time.time()
+            run_job(args, 1, 1, stamp=stamp)
+            merge(args, stamp=stamp, started=started)
 
 
 def _model_path(args) -> Path:
@@ -129,24 +104,16 @@ def _model_path(args) -> Path:
 
 
 def input_signature(model_path: Path, feats_dir) -> str:
-    """sha256 over the path, size and modification time of every input file of the stamp:
-    the model file, the set's feats.scp (or wav.scp), its text and every file the scp points into.
-    Cheap (no file is read but the scp); equal signatures stand for equal stamps."""
+    """sha256 over path, size and modification time of the model, the set's feats.scp (or wav.scp),
+    its text and every file the scp points into: cheap, and equal signatures stand for equal stamps."""
     from espnet_oracle.utils.inference import speech_scp
 
     scp = speech_scp(feats_dir)
     files = [Path(model_path), scp, Path(feats_dir) / "text"]
-    seen = set()
-    if scp.exists():
-        for line in scp.read_text(encoding="utf-8").splitlines():
-            fields = line.split(maxsplit=1)
-            if len(fields) < 2:
-                continue
-            path = _ark_path(fields[1])
-            if path in seen:
-                continue
-            seen.add(path)
-            files.append(Path(path) if os.path.isabs(path) or Path(path).exists() else scp.parent / path)
+    lines = scp.read_text(encoding="utf-8").splitlines() if scp.exists() else []
+    fields = (line.split(maxsplit=1) for line in lines)
+    for path in dict.fromkeys(_ark_path(f[1]) for f in fields if len(f) == 2):
+        files.append(Path(path) if os.path.isabs(path) or Path(path).exists() else scp.parent / path)
     digest = hashlib.sha256()
     for path in files:
         try:
@@ -162,14 +129,13 @@ def current_stamp(args, full: bool = False) -> dict:
     ``full``), else hashed anew (and cached)."""
     model_path = _model_path(args)
     signature = input_signature(model_path, args.feats_dir)
-    cache = _cache_path(args)
-    cached = _read_json(cache)
+    cache = Path(args.out_dir) / "data" / STAMP_CACHE
+    cached = read_stamp(cache) or {}
     if not full and cached.get("inputs") == signature and cached.get("options") == _options(args):
         return cached["stamp"]
     stamp = dump_stamp(model_path, args.feats_dir, args.format, args.topk)
     # the inputs must not have changed while they were hashed
     if input_signature(model_path, args.feats_dir) == signature:
-        cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cache, json.dumps(dict(inputs=signature, options=_options(args), stamp=stamp),
                                             indent=2, sort_keys=True) + "\n")
     return stamp
@@ -186,11 +152,11 @@ def prepare(args, say) -> Tuple[str, dict]:
     out_dir = Path(args.out_dir)
     done = out_dir / ".done"
     stamp = current_stamp(args, full=True)
-    old_stamp = _read_json(done).get("stamp") if done.exists() else None
+    old_stamp = _stamp_in(done)
     if old_stamp == stamp and (out_dir / "post.scp").exists():
         say(f"dump_posteriors: {out_dir} is up to date")
         return "done", stamp
-    previous = _read_json(out_dir / META_NAME).get("stamp") or old_stamp
+    previous = _stamp_in(out_dir / META_NAME) or old_stamp
     if previous is not None and previous != stamp:
         say(f"dump_posteriors: re-dumping {out_dir}, its posteriors were made from other inputs: "
             + "; ".join(stamp_differences(previous, stamp)))
@@ -199,20 +165,18 @@ def prepare(args, say) -> Tuple[str, dict]:
     # shards of another stamp left by jobs of an unmerged run
     stale = []
     for path in sorted((out_dir / "data").glob("post.*.json")):
-        shard_stamp = _read_json(path).get("stamp")
+        shard_stamp = _stamp_in(path)
         if shard_stamp != stamp:
             stale.append(shard_stamp)
             PosteriorWriter(str(out_dir), path.name[len("post."):-len(".json")]).remove()
     if stale:
         say(f"dump_posteriors: removed {len(stale)} shard(s) of {out_dir} made from other inputs: "
             + "; ".join(stamp_differences(stale[0], stamp)))
-    for name in SET_FILES:
-        if (out_dir / name).exists():
-            (out_dir / name).unlink()
+    remove_set_files(out_dir)
     return "dump", stamp
 
 
-def _shards(args, data) -> List[List[str]]:
+def _shards(args, data) -> list[list[str]]:
     ids = data.utt_ids
     return [ids[i : i + args.shard_size] for i in range(0, len(ids), args.shard_size)]
 
@@ -245,14 +209,13 @@ def run_job(args, job: int, num_jobs: int, stamp: Optional[dict] = None) -> None
     stale_told = False
     for index, shard_ids in mine:
         writer = PosteriorWriter(str(out_dir), str(index), fmt=args.format, k=args.topk, stamp=stamp)
-        info = writer.read_info()
-        if info is not None:
-            if info.get("stamp") == stamp and _shard_matches(writer.scp, shard_ids):
-                continue
-            if info.get("stamp") != stamp and not stale_told:
-                stale_told = True
-                print(f"dump_posteriors: removing stale shards of {out_dir}: "
-                      + "; ".join(stamp_differences(info.get("stamp"), stamp)))
+        state, info = _shard_state(writer, stamp, shard_ids)
+        if state == "ok":
+            continue
+        if state == "stale" and not stale_told:
+            stale_told = True
+            print(f"dump_posteriors: removing stale shards of {out_dir}: "
+                  + "; ".join(stamp_differences(info.get("stamp"), stamp)))
         todo.append((writer, shard_ids))
     device = _device(args, job) if todo else None
     model = load_model(Path(args.exp_dir), device=device)[0] if todo else None
@@ -298,96 +261,72 @@ def merge(args, stamp: Optional[dict] = None, started: Optional[float] = None) -
     train_args = _train_args(Path(args.exp_dir))
     data = FeatureSet(Path(args.feats_dir), train_args)
     shards = _shards(args, data)
-    missing, stale, other_ids, infos = [], [], [], []
+    states = dict(missing=[], stale=[], other=[], ok=[])
     for index, shard_ids in enumerate(shards, 1):
         writer = PosteriorWriter(str(out_dir), str(index), fmt=args.format, k=args.topk, stamp=stamp)
-        info = writer.read_info()
-        if info is None:
-            missing.append(index)
-        elif info.get("stamp") != stamp:
-            stale.append((index, info.get("stamp")))
-        elif not _shard_matches(writer.scp, shard_ids):
-            other_ids.append(index)
-        else:
-            infos.append(info)
-    if missing or stale or other_ids:
-        sys.exit(_refusal(out_dir, len(shards), args.num_jobs, missing, stale, other_ids, stamp))
+        state, info = _shard_state(writer, stamp, shard_ids)
+        states[state].append((index, info))
+    infos = [info for _, info in states.pop("ok")]
+    if any(states.values()):
+        sys.exit(_refusal(out_dir, len(shards), args.num_jobs, states, stamp))
     # Stale shards of an earlier run with other shard sizes would add duplicates.
     expected = {f"post.{i}.scp" for i in range(1, len(shards) + 1)}
     for path in (out_dir / "data").glob("post.*.scp"):
         if path.name not in expected:
             PosteriorWriter(str(out_dir), path.name[len("post."):-len(".scp")]).remove()
 
-    lines, frames_lines, total_bytes = [], [], 0
-    for index in range(1, len(shards) + 1):
-        shard = out_dir / "data" / f"post.{index}"
-        lines.extend(Path(f"{shard}.scp").read_text(encoding="utf-8").splitlines())
-        frames_lines.extend(Path(f"{shard}.num_frames").read_text(encoding="utf-8").splitlines())
-        total_bytes += Path(f"{shard}.ark").stat().st_size
-    total_frames = sum(int(line.split()[1]) for line in frames_lines)
-    lines.sort()
-    frames_lines.sort()
-    ids = [line.split(maxsplit=1)[0] for line in lines]
-    if ids != sorted(data.utt_ids):
-        missing_ids = sorted(set(data.utt_ids) - set(ids))[:5]
-        sys.exit(f"dump_posteriors: {out_dir} does not cover {args.feats_dir}: e.g. {missing_ids}")
+    def check_ids(ids):
+        if ids != sorted(data.utt_ids):
+            missing_ids = sorted(set(data.utt_ids) - set(ids))[:5]
+            sys.exit(f"dump_posteriors: {out_dir} does not cover {args.feats_dir}: e.g. {missing_ids}")
+
     shift = next((info["frame_shift_ms"] for info in infos if info.get("frame_shift_ms") is not None), None)
-    write_meta(
-        str(out_dir),
-        format=args.format,
-        k=args.topk if args.format == "topk" else None,
-        vocab_size=len(train_args.token_list),
-        token_list_sha=token_list_sha(train_args.token_list),
-        teacher=str(args.exp_dir),
-        teacher_model_file=str(model_path),
-        teacher_model=train_args.model,
-        feats_dir=str(args.feats_dir),
-        frame_shift_ms=shift,
-        leftover_mass="exact leftover log-mass stored per frame, spread evenly over the "
-        "tokens outside the top k",
-        stamp=stamp,
-    )
-    atomic_write_text(out_dir / "utt2num_frames", "\n".join(frames_lines) + "\n")
+    meta = dict(format=args.format, k=args.topk if args.format == "topk" else None,
+                vocab_size=len(train_args.token_list), token_list_sha=token_list_sha(train_args.token_list),
+                teacher=str(args.exp_dir), teacher_model_file=str(model_path), teacher_model=train_args.model,
+                feats_dir=str(args.feats_dir), frame_shift_ms=shift,
+                leftover_mass="exact leftover log-mass stored per frame, spread evenly over the "
+                "tokens outside the top k", stamp=stamp)
     shard_seconds = sum(float(info.get("seconds") or 0.0) for info in infos)
-    stats = dict(utterances=len(lines), frames=total_frames, bytes=total_bytes,
-                 bytes_per_frame=total_bytes / max(total_frames, 1),
-                 seconds=(time.time() - started) if started is not None else shard_seconds,
-                 shard_seconds=shard_seconds, shards=len(shards))
-    atomic_write_text(out_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
-    atomic_write_text(out_dir / "post.scp", "\n".join(lines) + "\n")
-    atomic_write_text(out_dir / ".done", json.dumps(dict(stamp=stamp), indent=2, sort_keys=True) + "\n")
-    print(f"dump_posteriors: {len(lines)} utterances, {total_frames} frames, "
+    stats = merge_shards(out_dir, len(shards), meta, check_ids,
+                         seconds=(time.time() - started) if started is not None else shard_seconds,
+                         shard_seconds=shard_seconds, shards=len(shards))
+    print(f"dump_posteriors: {stats['utterances']} utterances, {stats['frames']} frames, "
           f"{stats['bytes_per_frame']:.1f} bytes/frame -> {out_dir / 'post.scp'}")
 
 
-def _refusal(out_dir, total, num_jobs, missing, stale, other_ids, stamp) -> str:
-    def named(indices):
+def _refusal(out_dir, total, num_jobs, states, stamp) -> str:
+    def named(shards):
+        indices = [n for n, _ in shards]
         shown = ", ".join(str(n) for n in indices[:20]) + (f" and {len(indices) - 20} more" if len(indices) > 20 else "")
         jobs = sorted({job_of(n, num_jobs) for n in indices})
         return f"{shown} (job{'s' if len(jobs) > 1 else ''} {', '.join(map(str, jobs))} of {num_jobs})"
 
     parts = []
-    if missing:
-        parts.append(f"shard(s) {named(missing)} not finished")
-    if stale:
-        why = "; ".join(stamp_differences(stale[0][1], stamp))
-        parts.append(f"shard(s) {named([n for n, _ in stale])} made from other inputs ({why})")
-    if other_ids:
-        parts.append(f"shard(s) {named(other_ids)} hold other utterances (another --shard_size?)")
+    if states["missing"]:
+        parts.append(f"shard(s) {named(states['missing'])} not finished")
+    if states["stale"]:
+        why = "; ".join(stamp_differences(states["stale"][0][1].get("stamp"), stamp))
+        parts.append(f"shard(s) {named(states['stale'])} made from other inputs ({why})")
+    if states["other"]:
+        parts.append(f"shard(s) {named(states['other'])} hold other utterances (another --shard_size?)")
     return (f"dump_posteriors: refusing to merge {out_dir} ({total} shards): " + "; ".join(parts)
             + ". Run those jobs (again) with the same options, then --merge.")
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+def _stamp_in(path) -> Optional[dict]:
+    return (read_stamp(path) or {}).get("stamp")
 
 
-def _shard_matches(scp: Path, shard_ids) -> bool:
-    keys = [line.split(maxsplit=1)[0] for line in scp.read_text(encoding="utf-8").splitlines() if line]
-    return sorted(keys) == sorted(shard_ids)
+def _shard_state(writer: PosteriorWriter, stamp: dict, shard_ids) -> Tuple[str, Optional[dict]]:
+    """('missing', 'stale', 'other' (utterances) or 'ok', the finished shard's info)."""
+    info = writer.read_info()
+    if info is None:
+        return "missing", None
+    if info.get("stamp") != stamp:
+        return "stale", info
+    keys = [line.split(maxsplit=1)[0] for line in writer.scp.read_text(encoding="utf-8").splitlines() if line]
+    return ("ok" if sorted(keys) == sorted(shard_ids) else "other"), info
 
 
 if __name__ == "__main__":

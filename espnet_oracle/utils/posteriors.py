@@ -1,31 +1,16 @@
 """Compact storage of teacher CTC posteriors, and their loader for ESPnet's data pipeline.
 Why it exists: KD posteriors must be stored compactly with an exact KL bound; no library has such a format.
 
-On disk, per utterance, one uint16 array of shape (T', 2k + 2) in a kaldiio ark
-(numpy format): columns [0, k) are the ids of the k most likely tokens of the
-frame, columns [k, 2k) their log-probabilities as float16 bit patterns, and the
-last two columns the float32 bit pattern of the frame's leftover log-mass
-``log(1 - sum(top-k probs))``. That is 4k + 4 bytes a frame (36 bytes for k = 8)
-plus a ~130-byte header per utterance.
+Per utterance, one (T', 2k + 2) uint16 array in a kaldiio ark (numpy format): the ids of the
+frame's k most likely tokens, their log-probs as float16 bits, and the float32 bits of the
+leftover log-mass ``log(1 - sum(top-k probs))``, computed at dump time in float64 from the
+unrounded log-probs (rebuilding it from the float16 values was wrong by orders of magnitude on
+peaky frames). ``topk_to_dense`` renormalises the top k to ``1 - leftover`` and spreads the
+leftover evenly over the other V - k tokens, so the KL to the expanded frame is finite.
+``--format dense`` stores the whole (T', V) float16 matrix instead.
 
-The leftover log-mass is computed at dump time, in float64, as the logsumexp of
-the (unrounded) log-probs outside the top k, so it is exact even on peaky frames
-whose top-1 probability is 1 - 1e-9; rebuilding it as ``1 - sum(exp(top-k))``
-from the float16-rounded values (storage layout 1) was wrong by orders of
-magnitude there, which inflated the softened tail at temperature tau > 1.
-When a frame is expanded (``topk_to_dense``), the top-k probabilities are
-renormalised to total ``1 - leftover`` and the leftover is spread evenly over the
-other ``V - k`` tokens, so the leftover mass is preserved exactly and the KL
-divergence to the expanded frame is finite.
-With ``--format dense`` the whole (T', V) float16 log-probability matrix is
-stored instead (2V bytes a frame), for checking what top-k truncation costs.
-
-``meta.json`` beside ``post.scp`` records the storage ``layout`` (see
-``LAYOUT``), the format, k, the vocabulary size, and the ``stamp`` of what the
-posteriors were made from: the teacher model's sha256, the options, and
-fingerprints of the features and transcripts (``dump_stamp``). Every shard
-carries the same stamp (``data/post.<n>.json``); a dump whose stamp differs
-re-dumps, and ``check_posteriors`` refuses posteriors whose features changed.
+``meta.json`` beside ``post.scp`` records the ``layout``, format, k, vocabulary size and the
+``stamp`` (``dump_stamp``) of what the posteriors were made from; every shard carries it too.
 """
 
 import hashlib
@@ -37,10 +22,14 @@ from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 import kaldiio
 import numpy as np
+from scipy.special import logsumexp
 
-from espnet_oracle.utils.stamps import sha256_file
+from espnet_oracle.utils.datadir import atomic_write_text
+from espnet_oracle.utils.stamps import read_stamp, sha256_file
 
 META_NAME = "meta.json"
+# a set's merged outputs
+SET_FILES = (".done", "post.scp", META_NAME, "utt2num_frames", "stats.json")
 # Storage layout version, bumped whenever old dumps can no longer be read right.
 # 1: top-k ids + float16 log-probs, leftover rebuilt from the rounded values.
 # 2: + float32 leftover log-mass per frame; every shard and set stamped.
@@ -48,19 +37,6 @@ LAYOUT = 2
 # Floor for the leftover log-mass, only so that a frame whose other tokens are
 # all -inf still gives them a finite log-probability (exp(-1e4) is 0 anyway).
 LOG_LEFTOVER_FLOOR = -1.0e4
-
-
-def _logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """float64 logsumexp over ``axis`` (keepdims); -inf for empty or all -inf rows."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.shape[axis] == 0:
-        shape = list(x.shape)
-        shape[axis] = 1
-        return np.full(shape, -np.inf)
-    top = np.max(x, axis=axis, keepdims=True)
-    safe = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.log(np.exp(x - safe).sum(axis=axis, keepdims=True)) + safe
 
 
 def _log1mexp(x: np.ndarray) -> np.ndarray:
@@ -71,10 +47,7 @@ def _log1mexp(x: np.ndarray) -> np.ndarray:
 
 
 def topk_pack(log_probs: np.ndarray, k: int) -> np.ndarray:
-    """(T', V) float log-probs -> (T', 2k + 2) uint16.
-
-    Columns: [ids | float16 log-prob bits | float32 leftover log-mass bits].
-    """
+    """(T', V) float log-probs -> (T', 2k + 2) uint16: [ids | float16 log-probs | float32 leftover]."""
     if log_probs.ndim != 2:
         raise ValueError(f"expected a (frames, vocab) matrix, got shape {log_probs.shape}")
     vocab_size = log_probs.shape[1]
@@ -86,21 +59,18 @@ def topk_pack(log_probs: np.ndarray, k: int) -> np.ndarray:
     exact = log_probs.astype(np.float64)
     values = np.take_along_axis(exact, ids, axis=1).astype(np.float16)
     # exact leftover: the mass of the other tokens relative to the frame's total
-    leftover = _logsumexp(np.take_along_axis(exact, rest, axis=1)) - _logsumexp(exact)
+    leftover = (logsumexp(np.take_along_axis(exact, rest, axis=1), axis=1, keepdims=True)
+                - logsumexp(exact, axis=1, keepdims=True))
     leftover = np.minimum(leftover, 0.0).astype(np.float32)
-    return np.concatenate(
-        [ids.astype(np.uint16), values.view(np.uint16), leftover.view(np.uint16)], axis=1
-    )
+    return np.concatenate([ids.astype(np.uint16), values.view(np.uint16), leftover.view(np.uint16)], axis=1)
 
 
 def topk_unpack(packed: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(T', 2k + 2) uint16 -> (T', k) int64 ids, (T', k) float32 log-probs,
     (T',) float32 leftover log-mass."""
     if packed.ndim != 2 or packed.shape[1] < 4 or packed.shape[1] % 2:
-        raise ValueError(
-            f"top-k posteriors of shape {packed.shape} are not (frames, 2k + 2): "
-            "written by an older layout? re-run stage 7 (dump teacher posteriors)"
-        )
+        raise ValueError(f"top-k posteriors of shape {packed.shape} are not (frames, 2k + 2): "
+                         "written by an older layout? re-run stage 7 (dump teacher posteriors)")
     k = (packed.shape[1] - 2) // 2
     ids = packed[:, :k].astype(np.int64)
     values = np.ascontiguousarray(packed[:, k : 2 * k]).view(np.float16).astype(np.float32)
@@ -111,13 +81,7 @@ def topk_unpack(packed: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]
 def topk_to_dense(
     ids: np.ndarray, values: np.ndarray, leftover: np.ndarray, vocab_size: int
 ) -> np.ndarray:
-    """Expand top-k frames to (T', V) log-probs.
-
-    The top-k probabilities ``exp(values)`` are renormalised to total
-    ``1 - exp(leftover)``; the leftover mass is spread evenly over the other
-    ``V - k`` tokens. Computed in the log domain (float64), so tiny leftovers
-    stay exact.
-    """
+    """Expand top-k frames to (T', V) float32 log-probs (in float64, so tiny leftovers stay exact)."""
     frames, k = ids.shape
     values = values.astype(np.float64)
     others = vocab_size - k
@@ -129,7 +93,7 @@ def topk_to_dense(
         dense[:] = left - math.log(others)
     else:
         kept_total = np.zeros((frames, 1))
-    top = values - _logsumexp(values) + kept_total
+    top = values - logsumexp(values, axis=1, keepdims=True) + kept_total
     np.put_along_axis(dense, ids, top, axis=1)
     return dense.astype(np.float32)
 
@@ -137,17 +101,12 @@ def topk_to_dense(
 def _ark_path(spec: str) -> str:
     """The file of a kaldi scp value ``path.ark:offset`` (or ``path.ark:offset[slice]``)."""
     head, sep, tail = spec.rpartition(":")
-    if sep and tail.split("[", 1)[0].isdigit():
-        return head
-    return spec
+    return head if sep and tail.split("[", 1)[0].isdigit() else spec
 
 
 def features_fingerprint(feats_scp) -> str:
     """sha256 over a feats.scp (ids, file names, offsets) and the bytes of its arks.
-
-    Directories are left out, so a moved dump dir keeps its fingerprint; features
-    regenerated with the same ids but other values do not.
-    """
+    Directories are left out, so a moved dump dir keeps its fingerprint."""
     feats_scp = Path(feats_scp)
     digest = hashlib.sha256()
     files: List[str] = []
@@ -180,48 +139,31 @@ def dump_stamp(model_path, feats_dir, fmt: str, k: int) -> dict:
     feats_scp = speech_scp(feats_dir)
     if not feats_scp.exists():
         raise FileNotFoundError(f"{feats_scp} not found — run stage 2 (features) first")
-    return dict(
-        layout=LAYOUT,
-        format=fmt,
-        k=k if fmt == "topk" else None,
-        teacher_model_sha256=sha256_file(model_path),
-        features_sha256=features_fingerprint(feats_scp),
-        text_sha256=text_fingerprint(Path(feats_dir) / "text"),
-    )
+    return dict(layout=LAYOUT, format=fmt, k=k if fmt == "topk" else None,
+                teacher_model_sha256=sha256_file(model_path),
+                features_sha256=features_fingerprint(feats_scp),
+                text_sha256=text_fingerprint(Path(feats_dir) / "text"))
 
 
-_STAMP_WORDS = dict(
-    layout="storage layout",
-    format="format",
-    k="k",
-    teacher_model_sha256="teacher model (sha256 of its model file)",
-    features_sha256="features (feats.scp and its ark files)",
-    text_sha256="transcripts (text)",
-)
+_STAMP_WORDS = dict(layout="storage layout", format="format", k="k",
+                    teacher_model_sha256="teacher model (sha256 of its model file)",
+                    features_sha256="features (feats.scp and its ark files)",
+                    text_sha256="transcripts (text)")
 
 
 def stamp_differences(old: Optional[dict], new: dict) -> List[str]:
     """Human-readable list of what differs between two stamps (empty: same)."""
     if not old:
         return ["no stamp (written by an older version)"]
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if a != b:
-            short = lambda v: v[:12] if isinstance(v, str) and len(v) > 12 else v  # noqa: E731
-            out.append(f"{_STAMP_WORDS.get(key, key)}: {short(a)} -> {short(b)}")
-    return out
+    short = lambda v: v[:12] if isinstance(v, str) and len(v) > 12 else v  # noqa: E731
+    return [f"{_STAMP_WORDS.get(key, key)}: {short(old.get(key))} -> {short(new.get(key))}"
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
 class PosteriorWriter:
-    """Collects one shard of teacher posteriors and writes ``post.<shard>.ark/.scp``.
-
-    Beside them, ``post.<shard>.num_frames`` holds each utterance's frame count and
-    ``post.<shard>.json`` the shard's ``stamp`` (see ``dump_stamp``) with any
-    ``info`` given to ``close()``. The shard is written under temporary names and
-    renamed on ``close()``, the scp last (an older scp is removed first), so an
-    interrupted dump never leaves a half-written shard that looks complete.
-    """
+    """One shard: ``data/post.<shard>.ark/.scp``, ``.num_frames`` (T' per utterance) and ``.json``
+    (``stamp`` and the ``info`` given to ``close()``). ``close()`` writes the scp last, so an
+    interrupted dump never leaves a half-written shard that looks complete."""
 
     def __init__(self, out_dir: str, shard: str, fmt: str = "topk", k: int = 8,
                  stamp: Optional[dict] = None):
@@ -229,61 +171,73 @@ class PosteriorWriter:
             raise ValueError(f"unknown posterior format {fmt!r} (topk or dense)")
         self.out_dir = Path(out_dir)
         (self.out_dir / "data").mkdir(parents=True, exist_ok=True)
-        self.fmt, self.k, self.shard = fmt, k, shard
-        self.ark = self.out_dir / "data" / f"post.{shard}.ark"
-        self.scp = self.out_dir / "data" / f"post.{shard}.scp"
-        self.num_frames = self.out_dir / "data" / f"post.{shard}.num_frames"
-        self.info_path = self.out_dir / "data" / f"post.{shard}.json"
-        self.stamp = stamp
+        self.fmt, self.k, self.shard, self.stamp = fmt, k, shard, stamp
+        self.ark, self.scp, self.num_frames, self.info_path = (
+            self.out_dir / "data" / f"post.{shard}.{ext}" for ext in ("ark", "scp", "num_frames", "json"))
         self.arrays: Dict[str, np.ndarray] = {}
 
     def write(self, utt_id: str, log_probs: np.ndarray) -> None:
         """log_probs: (T', V) float log-probabilities of one utterance."""
         if utt_id in self.arrays:
             raise ValueError(f"utterance {utt_id!r} written twice to shard {self.shard}")
-        if self.fmt == "topk":
-            array = topk_pack(log_probs, self.k)
-        else:
-            array = log_probs.astype(np.float16)
-        self.arrays[utt_id] = array
-
-    def paths(self) -> List[Path]:
-        """The shard's files, scp first (the one that marks it complete)."""
-        return [self.scp, self.ark, self.num_frames, self.info_path]
+        dense = self.fmt == "dense"
+        self.arrays[utt_id] = log_probs.astype(np.float16) if dense else topk_pack(log_probs, self.k)
 
     def read_info(self) -> Optional[dict]:
         """The finished shard's json (stamp, info), None if there is none."""
-        if not (self.scp.exists() and self.info_path.exists() and self.num_frames.exists()):
-            return None
-        try:
-            return json.loads(self.info_path.read_text(encoding="utf-8"))
-        except ValueError:
-            return None
+        if self.scp.exists() and self.num_frames.exists():
+            return read_stamp(self.info_path)
+        return None
 
     def remove(self) -> None:
-        for path in self.paths():
-            if path.exists():
-                path.unlink()
+        for path in (self.scp, self.ark, self.num_frames, self.info_path):
+            path.unlink(missing_ok=True)
 
     def close(self, info: Optional[dict] = None) -> None:
-        if self.scp.exists():  # an older shard of that number is no longer complete
-            self.scp.unlink()
-        tmp_ark = self.ark.with_name(self.ark.name + ".tmp")
-        tmp_scp = self.scp.with_name(self.scp.name + ".tmp")
+        self.scp.unlink(missing_ok=True)  # an older shard of that number is no longer complete
+        tmp_ark, tmp_scp = (p.with_name(p.name + ".tmp") for p in (self.ark, self.scp))
         kaldiio.save_ark(str(tmp_ark), self.arrays, scp=str(tmp_scp), write_function="numpy")
-        lines = Path(tmp_scp).read_text(encoding="utf-8").replace(str(tmp_ark), str(self.ark))
-        Path(tmp_scp).write_text(lines, encoding="utf-8")
-        tmp_frames = self.num_frames.with_name(self.num_frames.name + ".tmp")
-        tmp_frames.write_text(
-            "".join(f"{utt} {a.shape[0]}\n" for utt, a in self.arrays.items()), encoding="utf-8"
-        )
-        tmp_info = self.info_path.with_name(self.info_path.name + ".tmp")
-        tmp_info.write_text(json.dumps(dict(info or {}, stamp=self.stamp), indent=2, sort_keys=True)
-                            + "\n", encoding="utf-8")
+        scp_text = tmp_scp.read_text(encoding="utf-8").replace(str(tmp_ark), str(self.ark))
+        tmp_scp.unlink()
         os.replace(tmp_ark, self.ark)
-        os.replace(tmp_frames, self.num_frames)
-        os.replace(tmp_info, self.info_path)
-        os.replace(tmp_scp, self.scp)
+        atomic_write_text(self.num_frames, "".join(f"{u} {a.shape[0]}\n" for u, a in self.arrays.items()))
+        atomic_write_text(self.info_path, _json(dict(info or {}, stamp=self.stamp)))
+        atomic_write_text(self.scp, scp_text)
+
+
+def _json(data: dict) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def remove_set_files(out_dir) -> None:
+    """Remove a set's merged outputs (before any re-dump, so a stale set never looks complete)."""
+    for name in SET_FILES:
+        (Path(out_dir) / name).unlink(missing_ok=True)
+
+
+def merge_shards(out_dir, count: int, meta: dict, check_ids=None, **stats) -> dict:
+    """Write a set's meta.json, utt2num_frames, stats.json, post.scp and .done (last) from its
+    shards 1..count; ``check_ids(sorted utterance ids)`` may refuse them first. Returns the stats."""
+    out_dir = Path(out_dir)
+    lines, frames, size = [], [], 0
+    for index in range(1, count + 1):
+        shard = PosteriorWriter(out_dir, str(index))
+        lines += shard.scp.read_text(encoding="utf-8").splitlines()
+        frames += shard.num_frames.read_text(encoding="utf-8").splitlines()
+        size += shard.ark.stat().st_size
+    lines.sort()
+    frames.sort()
+    if check_ids is not None:
+        check_ids([line.split(maxsplit=1)[0] for line in lines])
+    total = sum(int(line.split()[1]) for line in frames)
+    write_meta(str(out_dir), **meta)
+    atomic_write_text(out_dir / "utt2num_frames", "\n".join(frames) + "\n")
+    stats = dict(utterances=len(lines), frames=total, bytes=size,
+                 bytes_per_frame=size / max(total, 1), **stats)
+    atomic_write_text(out_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
+    atomic_write_text(out_dir / "post.scp", "\n".join(lines) + "\n")
+    atomic_write_text(out_dir / ".done", _json(dict(stamp=meta["stamp"])))
+    return stats
 
 
 def token_list_sha(token_list) -> str:
@@ -294,18 +248,14 @@ def token_list_sha(token_list) -> str:
 def write_meta(out_dir: str, **meta) -> None:
     """Write ``meta.json`` of a set (``layout`` defaults to the current ``LAYOUT``)."""
     meta.setdefault("layout", LAYOUT)
-    path = Path(out_dir) / META_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(Path(out_dir) / META_NAME, _json(meta))
 
 
 def read_meta(scp_path: str) -> dict:
     path = Path(scp_path).parent / META_NAME
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} is missing: {scp_path} was not written by espnet_oracle.bin.dump_posteriors"
-        )
+        raise FileNotFoundError(f"{path} is missing: {scp_path} was not written by "
+                                "espnet_oracle.bin.dump_posteriors")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -313,11 +263,9 @@ def check_layout(meta: dict, scp_path) -> None:
     """Refuse posteriors stored in another layout than this code reads."""
     layout = meta.get("layout", 1)
     if layout != LAYOUT:
-        raise ValueError(
-            f"{scp_path}: teacher posteriors stored in layout {layout}, this version reads "
-            f"layout {LAYOUT} (top-k with the exact leftover mass, stamped with the teacher "
-            "and features): re-run stage 7 (dump teacher posteriors) for this set"
-        )
+        raise ValueError(f"{scp_path}: teacher posteriors stored in layout {layout}, this version reads "
+                         f"layout {LAYOUT} (top-k with the exact leftover mass, stamped with the teacher "
+                         "and features): re-run stage 7 (dump teacher posteriors) for this set")
 
 
 class TeacherPosteriorReader(Mapping):
@@ -340,10 +288,8 @@ class TeacherPosteriorReader(Mapping):
         try:
             array = self.arrays[utt_id]
         except KeyError:
-            raise KeyError(
-                f"utterance {utt_id!r} has no teacher posteriors in {self.scp_path}: "
-                "re-run stage 7 (dump teacher posteriors) for this data set"
-            ) from None
+            raise KeyError(f"utterance {utt_id!r} has no teacher posteriors in {self.scp_path}: "
+                           "re-run stage 7 (dump teacher posteriors) for this data set") from None
         if self.fmt == "dense":
             return array.astype(np.float32)
         return topk_to_dense(*topk_unpack(array), self.vocab_size)
@@ -354,25 +300,16 @@ class TeacherPosteriorReader(Mapping):
     def __len__(self) -> int:
         return len(self.arrays)
 
-    def keys(self):
+    def keys(self):  # kaldiio's keys: Mapping's would load every array for ``in``
         return self.arrays.keys()
-
-
-def teacher_posterior_loader(path: str) -> TeacherPosteriorReader:
-    return TeacherPosteriorReader(path)
 
 
 def register_data_type() -> None:
     """Make ``teacher_posterior`` a data type of ESPnet's dataset (idempotent)."""
     from espnet2.train import dataset
 
-    dataset.DATA_TYPES.setdefault(
-        "teacher_posterior",
-        dict(
-            func=teacher_posterior_loader,
-            kwargs=[],
-            help="Teacher CTC posteriors written by espnet_oracle.bin.dump_posteriors: "
-            "post.scp with meta.json beside it; each item is a (frames, vocab) "
-            "float32 matrix of log-probabilities",
-        ),
-    )
+    dataset.DATA_TYPES.setdefault("teacher_posterior", dict(
+        func=TeacherPosteriorReader, kwargs=[],
+        help="Teacher CTC posteriors written by espnet_oracle.bin.dump_posteriors: "
+        "post.scp with meta.json beside it; each item is a (frames, vocab) "
+        "float32 matrix of log-probabilities"))

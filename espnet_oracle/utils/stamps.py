@@ -1,27 +1,13 @@
 """Stamps: what produced a trained model dir or a decode dir, so a rerun never reuses stale work.
 Why it exists: a rerun must never reuse stale work, and ESPnet checks none of this.
 
-A stamp is a JSON dict of everything that determines the result:
-
-- training (``<exp>/<name>/stamp.json``, written before training starts):
-  the config file (path and content hash), the full option list given to
-  ESPnet (minus ``--output_dir``) and a fingerprint of every input file the
-  options name (token list, feats.scp, shape files, CMVN stats, teacher
-  posteriors, an online teacher's config.yaml and checkpoint named in
-  ``--model_conf online_teacher_*=<path>``, ...);
-- decoding (``<decode dir>/.done``, written when the decode dir is complete):
-  the model file and config hash, the features' fingerprint and the decoding
-  options.
-
-An input file's fingerprint is its content hash plus, beside it, the content of
-the stamp files its producer leaves there (``.done``, ``meta.json``,
-``stamp.json``) and, for ``*.scp`` files, the size and modification time of
-every archive they point into, so regenerated features or posteriors with the
-same utterance ids (hence the same scp text) still count as changed.
-
-When a stamp differs from what a dir was made with, the dir is moved aside to
-``<dir>.stale-<time>`` (work is never deleted) and made again; the reason is
-printed. A dir without a stamp (made by an older version) counts as different.
+A stamp is a JSON dict of what determines the result: for training (``<exp>/<name>/stamp.json``)
+the config, ESPnet's options (minus ``--output_dir``) and a fingerprint of every input file they
+name; for decoding (``<decode dir>/.done``) the model, config, features and decoding options.
+A fingerprint is the file's hash, the hashes of the stamp files beside it (``.done``, ``meta.json``,
+``stamp.json``) and, for ``*.scp``, the size and mtime of every archive it points into (regenerated
+data with the same ids changes it). A dir whose stamp differs (or is missing) is moved aside to
+``<dir>.stale-<time>``, never deleted, and made again.
 """
 
 from __future__ import annotations
@@ -55,15 +41,10 @@ def _scp_targets(path: Path) -> List[str]:
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             parts = line.split(maxsplit=1)
-            if len(parts) < 2:
-                continue
-            target = parts[1].strip()
-            if target.endswith("|"):  # a pipe: nothing on disk to look at
-                continue
-            head, sep, tail = target.rpartition(":")
-            if sep and tail.isdigit():
-                target = head
-            seen.setdefault(target, None)
+            target = parts[1].strip() if len(parts) > 1 else ""
+            if target and not target.endswith("|"):  # a pipe: nothing on disk to look at
+                head, sep, tail = target.rpartition(":")
+                seen.setdefault(head if sep and tail.isdigit() else target, None)
     return list(seen)
 
 
@@ -115,31 +96,18 @@ def strip_options(args: Sequence[str], ignored: Iterable[str] = IGNORED_OPTIONS)
 
 def train_stamp(config, args: Sequence[str]) -> dict:
     options = strip_options(args)
-    return {
-        "kind": "train",
-        "config": str(config),
-        "config_sha256": sha256_file(config),
-        "options": options,
-        "inputs": {p: file_fingerprint(p) for p in option_files(options)},
-    }
+    return dict(kind="train", config=str(config), config_sha256=sha256_file(config), options=options,
+                inputs={p: file_fingerprint(p) for p in option_files(options)})
 
 
 def decode_stamp(model_dir, feats_dir, mode: str, beam_size: Optional[int],
                  model_name: str = "valid.loss.ave.pth") -> dict:
-    model_dir, feats_dir = Path(model_dir), Path(feats_dir)
-    inputs = {}
-    for name in ("feats.scp", "wav.scp", "text"):
-        path = feats_dir / name
-        if path.is_file():
-            inputs[str(path)] = file_fingerprint(path)
-    return {
-        "kind": "decode",
-        "model_sha256": sha256_file(model_dir / model_name),
-        "config_sha256": sha256_file(model_dir / "config.yaml"),
-        "mode": mode,
-        "beam_size": beam_size if mode == "beam" else None,
-        "inputs": inputs,
-    }
+    model_dir = Path(model_dir)
+    paths = [Path(feats_dir) / name for name in ("feats.scp", "wav.scp", "text")]
+    return dict(kind="decode", model_sha256=sha256_file(model_dir / model_name),
+                config_sha256=sha256_file(model_dir / "config.yaml"), mode=mode,
+                beam_size=beam_size if mode == "beam" else None,
+                inputs={str(path): file_fingerprint(path) for path in paths if path.is_file()})
 
 
 def differences(old: Optional[dict], new: dict) -> List[str]:
@@ -148,19 +116,17 @@ def differences(old: Optional[dict], new: dict) -> List[str]:
         return ["it has no stamp (made by an older version, or the stamp was removed)"]
     reasons = []
     for key in sorted(set(old) | set(new)):
-        if key == "inputs":
+        if key == "inputs" or old.get(key) == new.get(key):
             continue
-        if old.get(key) != new.get(key):
-            if key == "options":
-                before, after = old.get(key) or [], new.get(key) or []
-                gone = [a for a in before if a not in after]
-                added = [a for a in after if a not in before]
-                detail = f"removed {' '.join(gone) or '-'}; added {' '.join(added) or '-'}"
-                if not gone and not added:
-                    detail = "same options in another order"
-                reasons.append(f"options changed ({detail})")
-            else:
-                reasons.append(f"{key} changed ({old.get(key)!r} -> {new.get(key)!r})")
+        if key == "options":
+            before, after = old.get(key) or [], new.get(key) or []
+            gone = [a for a in before if a not in after]
+            added = [a for a in after if a not in before]
+            detail = (f"removed {' '.join(gone) or '-'}; added {' '.join(added) or '-'}" if gone or added
+                      else "same options in another order")
+            reasons.append(f"options changed ({detail})")
+        else:
+            reasons.append(f"{key} changed ({old.get(key)!r} -> {new.get(key)!r})")
     old_inputs, new_inputs = old.get("inputs") or {}, new.get("inputs") or {}
     for path in sorted(set(old_inputs) | set(new_inputs)):
         if path not in new_inputs:
