@@ -268,6 +268,8 @@ def run(args) -> dict:
 
 def topk_batch(log_probs: torch.Tensor, k: int) -> torch.Tensor:
     """(B, T', V) log-probs -> the (B, T', 2k + 2) batch the ``teacher_topk_posterior`` loader gives."""
+    import torch
+
     values, ids = log_probs.topk(k, dim=-1)
     leftover = torch.logsumexp(log_probs.scatter(-1, ids, float("-inf")), dim=-1, keepdim=True)
     vocab = torch.full_like(leftover, log_probs.size(-1))
