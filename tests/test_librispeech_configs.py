@@ -176,14 +176,16 @@ def test_gpu_check_dry_run(tmp_path):
 
     report = gpu_check.main(["--out_dir", str(tmp_path), "--dry_run"])
     assert report["dry_run"] and set(report["results"]) == {"teacher", "oracle", "student", "student_kd",
-                                                            "teacher_stock"}
+                                                            "student_kd_topk", "teacher_stock"}
     for name, r in report["results"].items():
         assert r["steps"] == 2 and r["median_step_s"] > 0 and np.isfinite(r["final_loss"]), name
         assert r["amp"] is False and r["peak_gpu_mem_GiB"] is None
     assert report["results"]["student"]["params_M"] == report["results"]["student_kd"]["params_M"]
-    assert set(report["ratios"]) == {"kd_step_over_ctc_step", "project_teacher_over_stock", "oracle_over_teacher"}
+    assert set(report["ratios"]) == {"kd_step_over_ctc_step", "kd_topk_step_over_ctc_step",
+                                     "project_teacher_over_stock", "oracle_over_teacher"}
     md = (tmp_path / "gpu_check.md").read_text()
-    assert "DRY RUN" in md and "| student_kd |" in md and (tmp_path / "gpu_check.json").exists()
+    assert "DRY RUN" in md and "| student_kd |" in md and "| student_kd_topk |" in md
+    assert (tmp_path / "gpu_check.json").exists()
 
 
 def test_gpu_check_sh_dry_run_and_cuda_refusal(tmp_path):

@@ -2,9 +2,11 @@
 
 All three return per-utterance sums (B,); the caller averages over the batch, as
 ESPnet's CTC loss does (``reduce=True``: summed over the utterance, averaged over
-the batch), so the terms are on one scale.
+the batch), so the terms are on one scale. Frame-level KD also takes the teacher as
+stored top-k frames (``frame_kd_loss_topk``), never expanded to (B, T', V).
 """
 
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -52,7 +54,13 @@ def frame_kd_loss(
     student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher = torch.log_softmax(teacher_log_probs.float() / temperature, dim=-1)
     kl = (teacher.exp() * (teacher - student)).sum(dim=-1)  # (B, T')
-    valid = valid_frames(lengths, kl.size(1)).to(kl.device)
+    return sum_frames(kl, valid_frames(lengths, kl.size(1)).to(kl.device), frame_mask, renormalize)
+
+
+def sum_frames(
+    kl: torch.Tensor, valid: torch.Tensor, frame_mask: Optional[torch.Tensor], renormalize: bool
+) -> torch.Tensor:
+    """(B, T') frame KL -> (B,) sums over the valid frames ``frame_mask`` selects (see frame_kd_loss)."""
     selected = valid if frame_mask is None else valid & frame_mask
     per_utt = kl.masked_fill(~selected, 0.0).sum(dim=1)
     if renormalize and frame_mask is not None:
@@ -60,6 +68,90 @@ def frame_kd_loss(
         m = selected.sum(dim=1).to(per_utt.dtype)
         per_utt = torch.where(m > 0, per_utt * n / m.clamp(min=1), torch.zeros_like(per_utt))
     return per_utt
+
+
+# as utils.posteriors.LOG_LEFTOVER_FLOOR (that module is numpy-only; tests pin the two equal)
+LOG_LEFTOVER_FLOOR = -1.0e4
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x <= 0, accurate near 0 and for very negative x."""
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def unpack_topk_batch(packed: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(B, T', 2k + 2) batch of the ``teacher_topk_posterior`` data type -> its parts.
+
+    Returns (B, T', k) long token ids (most likely first), (B, T', k) float
+    log-probs, (B, T') float leftover log-mass, and the vocabulary size.
+    """
+    width = packed.size(-1)
+    if width < 4 or width % 2:
+        raise ValueError(f"top-k teacher posteriors of width {width} are not (frames, 2k + 2)")
+    k = (width - 2) // 2
+    vocab_size = int(packed[..., -1].max())
+    return packed[..., :k].long(), packed[..., k : 2 * k].float(), packed[..., 2 * k].float(), vocab_size
+
+
+def frame_kd_loss_topk(
+    student_logits: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_values: torch.Tensor,
+    teacher_leftover: torch.Tensor,
+    lengths: torch.Tensor,
+    temperature: float = 1.0,
+    frame_mask: Optional[torch.Tensor] = None,
+    renormalize: bool = False,
+) -> torch.Tensor:
+    """``frame_kd_loss`` to stored top-k teacher frames, in closed form.
+
+    The teacher distribution is the one ``utils.posteriors.topk_to_dense`` expands
+    (top-k renormalised to ``1 - leftover``, the leftover spread evenly over the
+    other V - k tokens); the KL to it needs the student's log-probs only at the k
+    ids and their sum over the vocabulary, so the (B, T', V) teacher tensor is
+    never built: the data loader moves 4k + 8 bytes a frame instead of 4V.
+
+    Args:
+        student_logits: (B, T', V) unnormalized student scores.
+        teacher_ids: (B, T', k) token ids; teacher_values: (B, T', k) their log-probs;
+        teacher_leftover: (B, T') log of the mass outside the top k.
+        lengths, temperature, frame_mask, renormalize: as ``frame_kd_loss``.
+
+    Returns:
+        (B,) per-utterance KL sums (not multiplied by tau^2).
+    """
+    batch, frames, vocab_size = student_logits.shape
+    if teacher_ids.shape[:2] != (batch, frames) or teacher_values.shape != teacher_ids.shape:
+        raise ValueError(
+            f"student {tuple(student_logits.shape)} and top-k teacher {tuple(teacher_ids.shape)} "
+            "posteriors differ in shape"
+        )
+    k = teacher_ids.size(-1)
+    others = vocab_size - k
+    valid = valid_frames(lengths, frames).to(student_logits.device)
+    # padding frames get a harmless distribution, so no inf/NaN reaches the gradient
+    values = teacher_values.float().masked_fill(~valid.unsqueeze(-1), 0.0)
+    left = teacher_leftover.float().masked_fill(~valid, LOG_LEFTOVER_FLOOR).clamp(min=LOG_LEFTOVER_FLOOR)
+    left = left.unsqueeze(-1)  # (B, T', 1)
+    if others > 0:
+        kept_total = _log1mexp(left)
+    else:
+        kept_total = torch.zeros_like(left)
+    top = (values - torch.logsumexp(values, dim=-1, keepdim=True) + kept_total) / temperature
+    rest = (left - math.log(max(others, 1))) / temperature  # each other token's log-prob x 1/tau
+    if others > 0:
+        total = torch.logsumexp(torch.cat([top, rest + math.log(others)], dim=-1), dim=-1, keepdim=True)
+    else:
+        total = torch.logsumexp(top, dim=-1, keepdim=True)
+    top, rest = top - total, rest - total  # the softened teacher's log-probs
+    student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    student_top = student.gather(-1, teacher_ids)
+    kl = (top.exp() * (top - student_top)).sum(dim=-1)  # (B, T')
+    if others > 0:
+        student_rest = student.sum(dim=-1) - student_top.sum(dim=-1)
+        rest, rest_prob = rest.squeeze(-1), rest.squeeze(-1).exp()
+        kl = kl + rest_prob * (others * rest - student_rest)
+    return sum_frames(kl, valid, frame_mask, renormalize)
 
 
 def teacher_spikes(
@@ -74,7 +166,13 @@ def teacher_spikes(
         (B, T') long, the teacher's most likely token per frame, and
         (B, T') bool, True on valid frames where that token is not ``blank_id``.
     """
-    best = teacher_log_probs.argmax(dim=-1)
+    return best_spikes(teacher_log_probs.argmax(dim=-1), lengths, blank_id)
+
+
+def best_spikes(
+    best: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``teacher_spikes`` from the teacher's (B, T') most likely tokens."""
     spikes = (best != blank_id) & valid_frames(lengths, best.size(1)).to(best.device)
     return best, spikes
 
@@ -113,7 +211,14 @@ def guided_ctc_loss(
             f"student {tuple(student_logits.shape)} and teacher "
             f"{tuple(teacher_log_probs.shape)} posteriors differ in shape"
         )
-    best, spikes = teacher_spikes(teacher_log_probs, lengths, blank_id)
+    return guided_ctc_loss_best(student_logits, teacher_log_probs.argmax(dim=-1), lengths, blank_id)
+
+
+def guided_ctc_loss_best(
+    student_logits: torch.Tensor, teacher_best: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0
+) -> torch.Tensor:
+    """``guided_ctc_loss`` from the teacher's (B, T') most likely tokens (e.g. top-k ids[..., 0])."""
+    best, spikes = best_spikes(teacher_best, lengths, blank_id)
     prob = torch.softmax(student_logits.float(), dim=-1)
     guided = prob.gather(-1, best.unsqueeze(-1)).squeeze(-1)  # (B, T') y[t, k_t]
     return (1.0 - guided).masked_fill(~spikes, 0.0).sum(dim=1)

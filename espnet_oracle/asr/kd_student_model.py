@@ -13,7 +13,13 @@ from typeguard import typechecked
 from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
     install_exact_subsampling_lengths,
 )
-from espnet_oracle.asr.kd_loss import frame_kd_loss, guided_ctc_loss, weighted_ctc_loss
+from espnet_oracle.asr.kd_loss import (
+    frame_kd_loss,
+    frame_kd_loss_topk,
+    guided_ctc_loss_best,
+    unpack_topk_batch,
+    weighted_ctc_loss,
+)
 from espnet_oracle.utils import inference
 from espnet_oracle.utils.teacher_hyps import unpack_batch
 
@@ -232,13 +238,13 @@ class KDStudentModel(ESPnetASRModel):
         self,
         encoder_out_lens: torch.Tensor,
         teacher_post_lengths: torch.Tensor,
-        teacher_post: torch.Tensor,
+        teacher_vocab_size: int,
         utt_id: Optional[List[str]],
     ) -> None:
         """Refuse posteriors whose frame counts or vocabulary differ from the student's."""
-        if teacher_post.size(-1) != self.vocab_size:
+        if teacher_vocab_size != self.vocab_size:
             raise FrameMismatchError(
-                f"teacher posteriors have {teacher_post.size(-1)} classes, the student "
+                f"teacher posteriors have {teacher_vocab_size} classes, the student "
                 f"{self.vocab_size}: teacher and student must share one token list"
             )
         mismatch = (encoder_out_lens != teacher_post_lengths).nonzero().flatten().tolist()
@@ -281,6 +287,8 @@ class KDStudentModel(ESPnetASRModel):
         text_lengths: torch.Tensor,
         teacher_post: Optional[torch.Tensor] = None,
         teacher_post_lengths: Optional[torch.Tensor] = None,
+        teacher_topk_post: Optional[torch.Tensor] = None,
+        teacher_topk_post_lengths: Optional[torch.Tensor] = None,
         teacher_hyp: Optional[torch.Tensor] = None,
         teacher_hyp_lengths: Optional[torch.Tensor] = None,
         utt_id: Optional[List[str]] = None,
@@ -293,10 +301,21 @@ class KDStudentModel(ESPnetASRModel):
             teacher_post: (B, T', V) teacher log-probs; teacher_post_lengths: (B,).
                 Not with an online teacher, which computes them from ``speech`` (and,
                 for the Oracle Teacher, ``text``) here.
+            teacher_topk_post: (B, T', 2k + 2) the same stored as top-k (data type
+                ``teacher_topk_posterior``), instead of ``teacher_post``;
+                teacher_topk_post_lengths: (B,).
             teacher_hyp: (B, P) packed teacher hypotheses (``teacher_hyps`` data
                 type); teacher_hyp_lengths: (B,).
             utt_id: utterance ids (ESPnet's trainer passes them), used in errors.
         """
+        if teacher_topk_post is not None and teacher_post is not None:
+            raise ValueError(
+                "model: kd_student got teacher posteriors both dense (teacher_post) and top-k "
+                "(teacher_topk_post): give one"
+            )
+        topk = teacher_topk_post is not None and teacher_topk_post_lengths is not None
+        if topk:
+            teacher_post, teacher_post_lengths = teacher_topk_post, teacher_topk_post_lengths
         has_post = teacher_post is not None and teacher_post_lengths is not None
         online = self.online_teacher_config is not None
         if online and (teacher_post is not None or teacher_post_lengths is not None):
@@ -334,19 +353,27 @@ class KDStudentModel(ESPnetASRModel):
         stats = dict(loss_ctc=loss_ctc.detach(), cer_ctc=cer_ctc)
         student_logits = self.ctc.ctc_lo(encoder_out)
         if has_post:
-            self.check_frames(encoder_out_lens, teacher_post_lengths, teacher_post, utt_id)
             teacher_post = teacher_post[:, : encoder_out.size(1)]
+            if topk:
+                ids, values, leftover, teacher_vocab_size = unpack_topk_batch(teacher_post)
+                teacher_best = ids[..., 0]  # the expanded frame's argmax: its spread leftover is smaller
+            else:
+                teacher_vocab_size, teacher_best = teacher_post.size(-1), teacher_post.argmax(dim=-1)
+            self.check_frames(encoder_out_lens, teacher_post_lengths, teacher_vocab_size, utt_id)
             frame_mask = None
             if self.kd_frames in ("teacher_nonblank", "teacher_nonblank_renorm"):
-                frame_mask = teacher_post.argmax(dim=-1) != self.blank_id
-            kd_per_utt = frame_kd_loss(
-                student_logits, teacher_post, encoder_out_lens, self.kd_temperature,
-                frame_mask, renormalize=self.kd_frames == "teacher_nonblank_renorm",
-            )
+                frame_mask = teacher_best != self.blank_id
+            options = dict(temperature=self.kd_temperature, frame_mask=frame_mask,
+                           renormalize=self.kd_frames == "teacher_nonblank_renorm")
+            if topk:
+                kd_per_utt = frame_kd_loss_topk(student_logits, ids, values, leftover, encoder_out_lens,
+                                                **options)
+            else:
+                kd_per_utt = frame_kd_loss(student_logits, teacher_post, encoder_out_lens, **options)
             loss_kd = kd_per_utt.sum() / batch_size * self.kd_temperature**2
             loss = loss + self.kd_weight * loss_kd
             stats["loss_kd"] = loss_kd.detach()
-            guided = guided_ctc_loss(student_logits, teacher_post, encoder_out_lens, self.blank_id)
+            guided = guided_ctc_loss_best(student_logits, teacher_best, encoder_out_lens, self.blank_id)
             loss_guided = guided.sum() / batch_size
             loss = loss + self.guided_ctc_weight * loss_guided
             stats["loss_guided_ctc"] = loss_guided.detach()

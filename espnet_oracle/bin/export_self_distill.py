@@ -37,6 +37,7 @@ SELF_DISTILL_MODEL_CONF = (
 INFERENCE_CONFIG = "config.inference.yaml"
 INFERENCE_MODEL = "inference.pth"
 SOURCE_PREFIX = "encoder.source_encoder."
+TEACHER_DATA_NAMES = ("teacher_post", "teacher_topk_post", "teacher_hyp")
 
 
 def inference_config(config: dict) -> dict:
@@ -54,7 +55,7 @@ def inference_config(config: dict) -> dict:
     config["encoder_conf"] = dict(encoder_conf.get("source_encoder_conf") or {})
     for key in ("train_data_path_and_name_and_type", "valid_data_path_and_name_and_type"):
         if key in config:
-            config[key] = [e for e in config[key] if e[1] not in ("teacher_post", "teacher_hyp")]
+            config[key] = [e for e in config[key] if e[1] not in TEACHER_DATA_NAMES]
     return config
 
 

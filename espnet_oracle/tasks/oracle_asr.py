@@ -3,7 +3,8 @@
 Importing this module registers, in ESPnet's own ASR registries,
 ``encoder: oracle_teacher``, ``model: oracle_teacher``, ``model: kd_student``,
 ``model: oracle_self_distill`` and the data types ``teacher_posterior`` (name
-``teacher_post``) and ``teacher_hyps`` (name ``teacher_hyp``), so plain ESPnet
+``teacher_post``), ``teacher_topk_posterior`` (name ``teacher_topk_post``) and
+``teacher_hyps`` (name ``teacher_hyp``), so plain ESPnet
 YAML configs select them.
 Registration happens at import time because ESPnet's multi-GPU launcher spawns
 fresh processes that import the task again.
@@ -32,6 +33,7 @@ from espnet_oracle.utils.posteriors import register_data_type
 from espnet_oracle.utils.teacher_hyps import register_data_type as register_hyps_data_type
 
 TEACHER_POST = "teacher_post"
+TEACHER_POST_TOPK = "teacher_topk_post"
 TEACHER_HYP = "teacher_hyp"
 
 
@@ -56,7 +58,7 @@ class OracleASRTask(ASRTask):
     def optional_data_names(
         cls, train: bool = True, inference: bool = False
     ) -> Tuple[str, ...]:
-        return tuple(super().optional_data_names(train, inference)) + (TEACHER_POST, TEACHER_HYP)
+        return tuple(super().optional_data_names(train, inference)) + (TEACHER_POST, TEACHER_POST_TOPK, TEACHER_HYP)
 
     @classmethod
     @typechecked

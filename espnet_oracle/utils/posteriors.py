@@ -274,14 +274,27 @@ class TeacherPosteriorReader(Mapping):
     Registered as ESPnet data type ``teacher_posterior``:
     ``--train_data_path_and_name_and_type dump/.../post.scp,teacher_post,teacher_posterior``.
     ESPnet's collate function pads it and adds ``teacher_post_lengths`` (T').
+
+    With ``compact`` (data type ``teacher_topk_posterior``, name ``teacher_topk_post``;
+    top-k dumps only) each item is instead a (T', 2k + 2) float32 array: the k ids, their
+    log-probs, the leftover log-mass and the vocabulary size (every frame), which
+    ``kd_loss.frame_kd_loss_topk`` reads without expanding a frame to V values.
     """
 
-    def __init__(self, scp_path: str):
+    def __init__(self, scp_path: str, compact: bool = False):
         self.scp_path = scp_path
         self.meta = read_meta(scp_path)
         check_layout(self.meta, scp_path)
         self.vocab_size = int(self.meta["vocab_size"])
         self.fmt = self.meta["format"]
+        if compact and self.fmt != "topk":
+            raise ValueError(
+                f"{scp_path}: data type teacher_topk_posterior reads top-k dumps, this one is "
+                f"{self.fmt!r}: use data type teacher_posterior (name teacher_post)"
+            )
+        if compact and self.vocab_size >= 2**24:
+            raise ValueError(f"{scp_path}: {self.vocab_size} tokens do not fit float32 ids")
+        self.compact = compact
         self.arrays = kaldiio.load_scp(scp_path)
 
     def __getitem__(self, utt_id: str) -> np.ndarray:
@@ -292,7 +305,12 @@ class TeacherPosteriorReader(Mapping):
                            "re-run stage 7 (dump teacher posteriors) for this data set") from None
         if self.fmt == "dense":
             return array.astype(np.float32)
-        return topk_to_dense(*topk_unpack(array), self.vocab_size)
+        ids, values, leftover = topk_unpack(array)
+        if not self.compact:
+            return topk_to_dense(ids, values, leftover, self.vocab_size)
+        frames = len(ids)
+        vocab = np.full((frames, 1), self.vocab_size, dtype=np.float32)
+        return np.concatenate([ids.astype(np.float32), values, leftover.reshape(frames, 1), vocab], axis=1)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.arrays)
@@ -304,12 +322,21 @@ class TeacherPosteriorReader(Mapping):
         return self.arrays.keys()
 
 
+def teacher_topk_posterior_loader(path: str) -> TeacherPosteriorReader:
+    return TeacherPosteriorReader(path, compact=True)
+
+
 def register_data_type() -> None:
-    """Make ``teacher_posterior`` a data type of ESPnet's dataset (idempotent)."""
+    """Make ``teacher_posterior`` and ``teacher_topk_posterior`` data types of ESPnet's dataset."""
     from espnet2.train import dataset
 
+    written = ("Teacher CTC posteriors written by espnet_oracle.bin.dump_posteriors: post.scp with "
+               "meta.json beside it")
     dataset.DATA_TYPES.setdefault("teacher_posterior", dict(
         func=TeacherPosteriorReader, kwargs=[],
-        help="Teacher CTC posteriors written by espnet_oracle.bin.dump_posteriors: "
-        "post.scp with meta.json beside it; each item is a (frames, vocab) "
-        "float32 matrix of log-probabilities"))
+        help=f"{written}; each item is a (frames, vocab) float32 matrix of log-probabilities"))
+    # ESPnet picks the first key that re.match()es the requested type: no key may prefix another
+    dataset.DATA_TYPES.setdefault("teacher_topk_posterior", dict(
+        func=teacher_topk_posterior_loader, kwargs=[],
+        help=f"{written} (top-k format); each item is a (frames, 2k + 2) float32 matrix: "
+        "ids, log-probs, leftover log-mass, vocabulary size"))

@@ -55,6 +55,6 @@ if [ ! -f "${site}/.installed" ]; then
 fi
 export PYTHONPATH="${repo_root}:${site}${PYTHONPATH:+:${PYTHONPATH}}"
 export NLTK_DATA=${site}/nltk_data MPLBACKEND=Agg PYTHONIOENCODING=UTF-8
-log "training teacher / oracle / student / student_kd / teacher_stock, ${steps} steps each (<= ${max_seconds} s each)"
+log "training teacher / oracle / student / student_kd / student_kd_topk / teacher_stock, ${steps} steps each (<= ${max_seconds} s each)"
 "${python}" "${check}" --out_dir "${out_dir}" --steps "${steps}" --max_seconds "${max_seconds}"
 cat "${out_dir}/gpu_check.md"
