@@ -58,13 +58,11 @@ def decode_one(job):
     notes = []
     for m in list(modes):
         reasons = stale_reasons(out_dirs[m], stamps[m])
-        if reasons is None:
-            continue
-        if not reasons:
-            modes = tuple(x for x in modes if x != m)  # made with this model, input and options
-            continue
-        moved = move_aside(out_dirs[m])
-        notes.append(f"{out_dirs[m].name} was made differently ({'; '.join(reasons)}); moved aside to {moved.name}")
+        if reasons:
+            notes.append(f"{out_dirs[m].name} was made differently ({'; '.join(reasons)}); "
+                         f"moved aside to {move_aside(out_dirs[m]).name}")
+        elif reasons is not None:  # []: made with this model, input and options
+            modes = tuple(x for x in modes if x != m)
     if not modes:
         return f"{exp_dir.name}/{set_name}: already decoded (same model, features and options)"
     started = time.time()
