@@ -2,30 +2,26 @@
 Why it exists: the Oracle Teacher must be fed the transcript, and spike timing needs each token's CTC frame
 (beam search is ESPnet's own: plain models through ``espnet2.bin.asr_inference.Speech2Text``).
 
-For every system (an experiment dir under --exp) and set, writes
-``<exp>/<system>/decode_<set>_<mode>/`` with ``text`` (words), ``token`` (tokens)
-and, for greedy decoding, ``ctc_frames`` (first frame of every emitted token on
-the best CTC path), ``frame_shift_ms`` and ``frame_offset_ms`` (time of encoder frame 0: the
-centre of its receptive field, ``FeatureSet.frame_offset_ms``) for spike-timing scoring.
+For every system (an experiment dir under --exp) and set, writes ``<exp>/<system>/decode_<set>_<mode>/``
+with ``text`` (words), ``token`` (tokens) and, for greedy decoding, ``ctc_frames`` (first frame of every
+emitted token on the best CTC path), ``frame_shift_ms`` and ``frame_offset_ms`` (time of encoder frame 0:
+the centre of its receptive field, ``FeatureSet.frame_offset_ms``) for spike-timing scoring.
 
-The Oracle Teacher is decoded in its normal mode, i.e. fed the TRUE transcript:
-its numbers are oracle numbers, not recognition results (``ORACLE`` file marks
-such decode dirs). ``.done`` holds the stamp of a finished decode dir (model and
-config checksums, feature fingerprint, mode, beam size; see
-``espnet_oracle.utils.stamps``): a dir with the same stamp is skipped, one made
-differently (or by an older version, without a stamp) is moved aside to
-``decode_<set>_<mode>.stale-<time>`` and decoded anew. Greedy: encoders run batched. Beam: per utterance
-(ESPnet vectorizes over the beam, not over utterances), plain models (conventional teacher, students)
-by ESPnet's own ``Speech2Text`` of ``asr_inference`` (CTC weight 1, no LM), the Oracle Teacher by
-ESPnet's ``BatchBeamSearch`` with its CTC prefix scorer on the fused frames (``Speech2Text`` cannot feed
-it the transcript). ``seconds`` holds the wall time of
-decoding the set (all modes of one encoder pass together).
+The Oracle Teacher is decoded in its normal mode, i.e. fed the TRUE transcript: its numbers are oracle
+numbers, not recognition results (``ORACLE`` file marks such decode dirs). ``.done`` holds the stamp of a
+finished decode dir (model and config checksums, feature fingerprint, mode, beam size; see
+``espnet_oracle.utils.stamps``): a dir with the same stamp is skipped, one made differently (or by an older
+version, without a stamp) is moved aside to ``decode_<set>_<mode>.stale-<time>`` and decoded anew.
+Greedy: encoders run batched. Beam: per utterance (ESPnet vectorizes over the beam, not over utterances),
+plain models (conventional teacher, students) by ESPnet's own ``Speech2Text`` of ``asr_inference`` (CTC
+weight 1, no LM), the Oracle Teacher by ESPnet's ``BatchBeamSearch`` with its CTC prefix scorer on the
+fused frames (``Speech2Text`` cannot feed it the transcript). ``seconds`` holds the wall time of decoding
+the set (all modes of one encoder pass together).
 
-For sequence-level KD (stage 7), ``--nbest N`` (N > 1, beam mode) also writes the beam's N best
-hypotheses: ``nbest/token.<r>`` and ``nbest/score.<r>`` (``utt log_score``, ESPnet's hypothesis
-score) for ranks r = 1..N (an utterance with fewer ended hypotheses is missing from the lower
-ranks), and ``--prefix`` names the output dirs ``<prefix>_<set>_<mode>`` so that they never
-collide with stage 9's ``decode_*`` dirs.
+For sequence-level KD (stage 7), ``--nbest N`` (N > 1, beam mode) also writes the beam's N best hypotheses:
+``nbest/token.<r>`` and ``nbest/score.<r>`` (``utt log_score``, ESPnet's hypothesis score) for ranks
+r = 1..N (an utterance with fewer ended hypotheses is missing from the lower ranks), and ``--prefix`` names
+the output dirs ``<prefix>_<set>_<mode>`` so that they never collide with stage 9's ``decode_*`` dirs.
 """
 
 import argparse
@@ -42,21 +38,15 @@ from espnet_oracle.utils.datadir import atomic_write_text
 from espnet_oracle.utils.stamps import decode_stamp, differences, move_aside, read_stamp, write_stamp
 
 
+@torch.no_grad()
 def decode_one(job):
     """Decode one (system, set): greedy and/or beam from one encoder pass."""
     exp_dir, feats_dir, modes, beam_size, batch_size, nbest, prefix, model_name = job
     from espnet.nets.batch_beam_search import BatchBeamSearch
     from espnet.nets.scorers.ctc import CTCPrefixScorer
 
-    from espnet_oracle.utils.inference import (
-        FeatureSet,
-        encode_batch,
-        greedy_path,
-        is_oracle,
-        load_model,
-        model_file,
-        quiet_model_build,
-    )
+    from espnet_oracle.utils.inference import (FeatureSet, encode_batch, greedy_path, is_oracle, load_model,
+                                               model_file, quiet_model_build)
 
     torch.set_num_threads(1)
     exp_dir, feats_dir = Path(exp_dir), Path(feats_dir)
@@ -68,13 +58,11 @@ def decode_one(job):
     notes = []
     for m in list(modes):
         reasons = stale_reasons(out_dirs[m], stamps[m])
-        if reasons is None:
-            continue
-        if not reasons:
-            modes = tuple(x for x in modes if x != m)  # made with this model, input and options
-            continue
-        moved = move_aside(out_dirs[m])
-        notes.append(f"{out_dirs[m].name} was made differently ({'; '.join(reasons)}); moved aside to {moved.name}")
+        if reasons:
+            notes.append(f"{out_dirs[m].name} was made differently ({'; '.join(reasons)}); "
+                         f"moved aside to {move_aside(out_dirs[m]).name}")
+        elif reasons is not None:  # []: made with this model, input and options
+            modes = tuple(x for x in modes if x != m)
     if not modes:
         return f"{exp_dir.name}/{set_name}: already decoded (same model, features and options)"
     started = time.time()
@@ -90,24 +78,17 @@ def decode_one(job):
             speech2text = Speech2Text(asr_train_config=exp_dir / "config.yaml", asr_model_file=model_file(exp_dir, model_name),
                                       beam_size=beam_size, ctc_weight=1.0, lm_weight=0.0, nbest=nbest)
     elif "beam" in modes:
-        beam_search = BatchBeamSearch(
-            scorers={"ctc": CTCPrefixScorer(ctc=model.ctc, eos=model.eos)},
-            weights={"ctc": 1.0},
-            beam_size=beam_size,
-            vocab_size=len(token_list),
-            sos=model.sos,
-            eos=model.eos,
-            token_list=token_list,
-            pre_beam_score_key=None,
-        ).eval()
+        beam_search = BatchBeamSearch(scorers={"ctc": CTCPrefixScorer(ctc=model.ctc, eos=model.eos)},
+                                      weights={"ctc": 1.0}, beam_size=beam_size, vocab_size=len(token_list),
+                                      sos=model.sos, eos=model.eos, token_list=token_list,
+                                      pre_beam_score_key=None).eval()
     results = {m: {"text": [], "token": [], "frames": []} for m in modes}
     ranks = {r: {"token": [], "score": []} for r in range(1, nbest + 1)} if nbest > 1 else {}
     shift = None
     for batch_ids in data.batches(batch_size):
         utterances = [data.get(u) for u in batch_ids]
-        with torch.no_grad():
-            encoder_out, lengths, _ = encode_batch(model, utterances)
-            log_probs = model.ctc.log_softmax(encoder_out)
+        encoder_out, lengths, _ = encode_batch(model, utterances)
+        log_probs = model.ctc.log_softmax(encoder_out)
         for i, utt in enumerate(utterances):
             length = int(lengths[i])
             if shift is None:
@@ -117,13 +98,12 @@ def decode_one(job):
                 tokens = [token_list[t] for t in ids]
                 _add(results["greedy"], utt.utt_id, tokens, args.token_type, frames)
             if "beam" in modes:
-                with torch.no_grad():
-                    if speech2text is not None:
-                        hyps = [([token_list[t] for t in token_int], float(hyp.score))
-                                for _, _, token_int, hyp in speech2text(torch.from_numpy(utt.feats))]
-                    else:
-                        hyps = [(_hyp_tokens(hyp, model, token_list), float(hyp.score)) for hyp in
-                                beam_search(x=encoder_out[i, :length], maxlenratio=0.0, minlenratio=0.0)]
+                if speech2text is not None:
+                    hyps = [([token_list[t] for t in token_int], float(hyp.score))
+                            for _, _, token_int, hyp in speech2text(torch.from_numpy(utt.feats))]
+                else:
+                    hyps = [(_hyp_tokens(hyp, model, token_list), float(hyp.score)) for hyp in
+                            beam_search(x=encoder_out[i, :length], maxlenratio=0.0, minlenratio=0.0)]
                 _add(results["beam"], utt.utt_id, hyps[0][0] if hyps else [], args.token_type, None)
                 # rank 1 covers every utterance: no ended hypothesis is an empty one
                 for rank, (tokens, score) in zip(ranks, hyps or [([], 0.0)]):
@@ -179,9 +159,7 @@ def _write(out_dir: Path, out, timing, oracle, mode, stamp, seconds):
         for name, value in zip(("frame_shift_ms", "frame_offset_ms"), timing):
             atomic_write_text(out_dir / name, f"{value:g}\n")
     if oracle:
-        atomic_write_text(
-            out_dir / "ORACLE", "decoded with the true transcript fed to the Oracle Teacher\n"
-        )
+        atomic_write_text(out_dir / "ORACLE", "decoded with the true transcript fed to the Oracle Teacher\n")
     atomic_write_text(out_dir / "mode", f"{mode}\n")
     atomic_write_text(out_dir / "seconds", f"{seconds:.1f}\n")
     write_stamp(out_dir / ".done", stamp)

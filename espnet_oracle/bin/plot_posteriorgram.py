@@ -83,7 +83,7 @@ def main(argv=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from espnet_oracle.utils.inference import FeatureSet, ctc_log_probs, load_model
+    from espnet_oracle.utils.inference import FeatureSet, ctc_log_probs, greedy_path, load_model
 
     systems = [(name, label_of(name)) for name in args.systems if (Path(args.exp) / name / "config.yaml").exists()]
     if not systems:
@@ -118,10 +118,8 @@ def main(argv=None):
             if args.image_input:
                 times = (np.arange(probs.shape[0]) + 0.5) * width / probs.shape[0]
                 ax.imshow(image, cmap="gray", aspect="auto", alpha=0.25, extent=(0, width, 0, 1.15))
-                path = probs.argmax(-1)
-                hyp = "".join(tokens[k] for i, k in enumerate(path)
-                              if k != model.blank_id and (i == 0 or path[i - 1] != k))
-                label = f"{label}: greedy '{hyp}'"
+                ids, _ = greedy_path(log_probs[0, : int(lengths[0])].exp(), model.blank_id)  # the path drawn
+                label = f"{label}: greedy '{''.join(tokens[k] for k in ids)}'"
             else:
                 shift = data.frame_shift_ms(utt, int(lengths[0])) / 1000.0
                 times = np.arange(probs.shape[0]) * shift

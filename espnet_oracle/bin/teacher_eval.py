@@ -2,55 +2,49 @@
 Why it exists: the copy probe and time-to-accuracy are this method's own measurements.
 
 For each set (greedy CTC decoding), rows of ``summary.tsv`` by probe:
-  * ``audio_only`` (conventional teacher): CER/WER (it only sees the audio);
-  * ``true_transcript``: the Oracle Teacher fed the true transcript: CER/WER (its
-    own, oracle accuracy);
-  * ``zeroed_source``: true transcript, features replaced by the training mean
-    (zero after normalization). A teacher that ignores the audio still scores well.
-Copy probes (``--probe_sets``), the Oracle Teacher fed ANOTHER utterance's
-transcript (a different word sequence, ``other_transcripts``):
-  * ``other_transcript``: with the real audio;
-  * ``other_transcript_zeroed_source``: with the features zeroed as above. A
-    teacher that copies its target input still writes the fed transcript; one
-    that listens has nothing left to write it from.
+  * ``audio_only`` (conventional teacher) and ``true_transcript`` (the Oracle Teacher fed the
+    true transcript: oracle accuracy): CER/WER;
+  * ``zeroed_source``: true transcript, features replaced by the training mean (zero after
+    normalization). A teacher that ignores the audio still scores well.
+Copy probes (``--probe_sets``), the Oracle Teacher fed ANOTHER utterance's transcript (a
+different word sequence, ``other_transcripts``): ``other_transcript`` with the real audio,
+``other_transcript_zeroed_source`` with the features zeroed as above. A teacher that copies its
+target input still writes the fed transcript; one that listens has nothing left to write it from.
 Each copy probe reports (see ``copy_probe`` and ``follow_counts``):
   * ``cer``/``wer``: the output against the truth; ``cer_vs_fed``: against the fed transcript;
-  * ``copy_rate``/``truth_rate``: share of outputs equal, word for word, to the
-    fed transcript / to the truth. Whole-utterance matches only: they stay near 0
-    under heavy copying when the teacher makes errors, hence:
-  * ``fed_vs_truth_cer``/``fed_vs_truth_wer``: the fed transcripts scored against
-    the truth, i.e. how far apart the two candidate outputs are (the baseline);
-  * ``follow_rate``: share of the output tokens that follow the fed transcript,
-    among those that follow exactly one of fed and truth (~1 for a copying
-    teacher, ~0 for a listening one); ``follow_fed_per_token`` and
-    ``follow_truth_per_token``: both counts per output token;
-    ``hyp_tokens``, ``follow_fed_tokens``, ``follow_truth_tokens``: the raw counts.
-    Tokens are the model's units: characters (spaces excluded) for char models,
-    words otherwise (``follow_unit`` in summary.json).
-  * ``other_transcript_chance`` (conventional teacher, probe sets): the same
-    metrics for an output that cannot have seen the fed transcript: the chance
-    level of ``follow_rate`` etc. for this task's units and error rate.
-Plus time-to-CER: wall time for the Oracle Teacher to reach the conventional
-teacher's best dev CER, divided by the conventional teacher's time to reach it.
+  * ``copy_rate``/``truth_rate``: share of outputs equal, word for word, to the fed transcript /
+    to the truth. Whole-utterance matches only: they stay near 0 under heavy copying when the
+    teacher makes errors, hence:
+  * ``fed_vs_truth_cer``/``fed_vs_truth_wer``: the fed transcripts scored against the truth,
+    i.e. how far apart the two candidate outputs are (the baseline);
+  * ``follow_rate``: share of the output tokens that follow the fed transcript, among those that
+    follow exactly one of fed and truth (~1 for a copying teacher, ~0 for a listening one);
+    ``follow_fed_per_token``/``follow_truth_per_token``: both counts per output token;
+    ``hyp_tokens``, ``follow_fed_tokens``, ``follow_truth_tokens``: the raw counts. Tokens are
+    the model's units: characters (spaces excluded) for char models, words otherwise
+    (``follow_unit`` in summary.json).
+  * ``other_transcript_chance`` (conventional teacher, probe sets): the same metrics for an output
+    that cannot have seen the fed transcript: the chance level of ``follow_rate`` etc. for this
+    task's units and error rate.
+Plus time-to-CER: wall time for the Oracle Teacher to reach the conventional teacher's best dev
+CER, divided by the conventional teacher's time to reach it.
 
-Writes ``summary.tsv`` (long format: system, set, probe, metric, value),
-``summary.json`` and ``attention_<utt>.png`` cross-attention plots.
+Writes ``summary.tsv`` (long format: system, set, probe, metric, value), ``summary.json`` and
+``attention_<utt>.png`` cross-attention plots.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
 import sys
 from pathlib import Path
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from espnet_oracle.utils.datadir import atomic_write_text
-import editdistance
-
 from espnet_oracle.utils.metrics import COR, align, to_chars, to_words, wer_cer
 
 
@@ -82,7 +76,7 @@ def to_units(text: str, unit: str) -> List[str]:
     return to_chars(text) if unit == "char" else to_words(text)
 
 
-@dataclass
+@dataclasses.dataclass
 class FollowCounts:
     """How the tokens of one hypothesis (or a sum of hypotheses) side with fed vs truth.
 
@@ -97,8 +91,8 @@ class FollowCounts:
     neither: int = 0
 
     def __iadd__(self, other: "FollowCounts") -> "FollowCounts":
-        for name in ("hyp_tokens", "follow_fed", "follow_truth", "both", "neither"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
 
     @property
@@ -111,55 +105,32 @@ class FollowCounts:
 def follow_counts(truth: Sequence, fed: Sequence, hyp: Sequence) -> FollowCounts:
     """Which hypothesis tokens follow the fed transcript, which the truth.
 
-    ``hyp`` is aligned (minimum edit distance, ``metrics.align``) once to
-    ``truth`` and once to ``fed``. A hypothesis token is *matched* to a
-    transcript when that alignment pairs it with an equal token (a "correct").
-    Then each hypothesis token is counted as
-      * follow_fed: matched to fed but not to truth (it follows the fed
-        transcript where that differs from the truth);
-      * follow_truth: matched to truth but not to fed (the converse: it follows
-        the audio where the fed transcript says something else);
-      * both: matched to both (fed and truth agree there: no evidence either way);
-      * neither: matched to neither (an error against both).
-    A teacher that outputs the fed transcript has follow_fed = its length and
-    follow_truth = 0; one that outputs the truth the converse; a token that is
-    wrong against both counts for neither side. Among alignments with equally
-    few edits, ``align``'s deterministic tie-break (matches first) decides.
+    ``hyp`` is aligned (minimum edit distance, ``metrics.align``) once to ``truth`` and once to
+    ``fed``; a token is *matched* to a transcript when that alignment pairs it with an equal token.
+    follow_fed: matched to fed only (it follows the fed transcript where that differs from the
+    truth); follow_truth: to the truth only (it follows the audio); both: fed and truth agree there
+    (no evidence either way); neither: an error against both. Among alignments with equally few
+    edits, ``align``'s deterministic tie-break (matches first) decides.
     """
-    truth, fed, hyp = list(truth), list(fed), list(hyp)
-    to_truth = {j for op, _, j in align(truth, hyp) if op == COR}
-    to_fed = {j for op, _, j in align(fed, hyp) if op == COR}
-    counts = FollowCounts(hyp_tokens=len(hyp))
-    for j in range(len(hyp)):
-        if j in to_fed and j in to_truth:
-            counts.both += 1
-        elif j in to_fed:
-            counts.follow_fed += 1
-        elif j in to_truth:
-            counts.follow_truth += 1
-        else:
-            counts.neither += 1
-    return counts
+    hyp = list(hyp)
+    to_truth = {j for op, _, j in align(list(truth), hyp) if op == COR}
+    to_fed = {j for op, _, j in align(list(fed), hyp) if op == COR}
+    return FollowCounts(hyp_tokens=len(hyp), follow_fed=len(to_fed - to_truth),
+                        follow_truth=len(to_truth - to_fed), both=len(to_fed & to_truth),
+                        neither=len(hyp) - len(to_fed | to_truth))
 
 
 def copy_probe(refs: Dict[str, str], fed: Dict[str, str], hyps: Dict[str, str],
                unit: str = "char") -> dict:
-    """What a teacher fed ``fed`` transcripts produced (keys: see the module docstring).
-
-    copy_rate: share of outputs equal (word for word) to the fed transcript, ~1 for a
-    teacher that copies its target input; truth_rate: share equal to the truth.
-    fed_vs_truth_cer/_wer: the fed transcripts against the truth (the baseline).
-    follow_*: corpus sums of ``follow_counts`` in ``unit`` tokens (chars or words);
-    follow_rate = follow_fed / (follow_fed + follow_truth) over the whole set,
-    follow_fed_per_token / follow_truth_per_token = the counts / hyp_tokens.
-    """
+    """What a teacher fed ``fed`` transcripts produced (keys: see the module docstring); the
+    follow counts are corpus sums of ``follow_counts`` in ``unit`` tokens (chars or words)."""
     baseline = wer_cer(refs, {u: fed[u] for u in refs})
     total = FollowCounts()
     for u in refs:
         total += follow_counts(to_units(refs[u], unit), to_units(fed[u], unit), to_units(hyps[u], unit))
     per_token = max(total.hyp_tokens, 1)
     return dict(
-        cer_vs_fed=cer_against(fed, hyps),
+        cer_vs_fed=wer_cer(fed, {u: hyps[u] for u in fed}).cer,
         copy_rate=float(np.mean([hyps[u].split() == fed[u].split() for u in refs])),
         truth_rate=float(np.mean([hyps[u].split() == refs[u].split() for u in refs])),
         fed_vs_truth_cer=baseline.cer,
@@ -223,14 +194,6 @@ def greedy_texts(model, data, utt_ids, fed: Optional[Dict[str, str]] = None,
     return hyps
 
 
-def cer_against(refs: Dict[str, str], hyps: Dict[str, str]) -> float:
-    errors = total = 0
-    for utt, ref in refs.items():
-        errors += editdistance.eval(to_chars(ref), to_chars(hyps[utt]))
-        total += len(to_chars(ref))
-    return 100.0 * errors / max(total, 1)
-
-
 def read_curve(path: Path) -> List[dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path} missing — it is written at the end of stage 4/5")
@@ -244,10 +207,7 @@ def time_to_cer(conventional: List[dict], oracle: List[dict]) -> dict:
     target = min(row["dev_cer"] for row in conventional)
 
     def first(rows):
-        for row in rows:
-            if row["dev_cer"] <= target + 1e-9:
-                return row
-        return None
+        return next((row for row in rows if row["dev_cer"] <= target + 1e-9), None)
 
     conv_row, oracle_row = first(conventional), first(oracle)
     result = dict(

@@ -39,24 +39,13 @@ def tokens_to_ids(tokens: Sequence[str], token_ids: Dict[str, int], where: str) 
     return ids
 
 
-def build_nbest(
-    hyps: Sequence[Dict[str, str]],
-    token_list: Sequence[str],
-    weights: Optional[Sequence[float]] = None,
-    scores: Optional[Sequence[Dict[str, str]]] = None,
-    score_temperature: float = 1.0,
-    names: Optional[Sequence[str]] = None,
-) -> Dict[str, List[Tuple[float, List[int]]]]:
-    """utt -> [(weight, ids), ...] from per-rank ``utt -> "tok tok ..."`` maps.
-
-    Args:
-        hyps: one map per rank (rank 1 first); rank 1 defines the utterances.
-        token_list: the teacher's (= student's) token list.
-        weights: one weight per rank, or None.
-        scores: one ``utt -> log score`` map per rank, or None.
-        score_temperature: softens score-based weights.
-        names: per rank, a name for error messages (e.g. the file).
-    """
+def build_nbest(hyps: Sequence[Dict[str, str]], token_list: Sequence[str],
+                weights: Optional[Sequence[float]] = None, scores: Optional[Sequence[Dict[str, str]]] = None,
+                score_temperature: float = 1.0, names: Optional[Sequence[str]] = None,
+                ) -> Dict[str, List[Tuple[float, List[int]]]]:
+    """utt -> [(weight, ids), ...] from per-rank ``utt -> "tok tok ..."`` maps (rank 1 first; it defines
+    the utterances), in the teacher's (= student's) ``token_list``, weighted by ``weights`` (one per rank)
+    or ``scores`` (one ``utt -> log score`` map per rank); ``names``: per rank, for error messages."""
     if not hyps:
         raise ValueError("no hypotheses given")
     names = list(names or [f"rank {n + 1}" for n in range(len(hyps))])
@@ -71,7 +60,7 @@ def build_nbest(
     if score_temperature <= 0:
         raise ValueError(f"score_temperature must be > 0: {score_temperature}")
     token_ids = {token: i for i, token in enumerate(token_list)}
-    extra = sorted(set().union(*(set(h) for h in hyps[1:])) - set(hyps[0])) if len(hyps) > 1 else []
+    extra = sorted(set().union(*hyps[1:]) - set(hyps[0]))
     if extra:
         raise ValueError(f"{names[1]}...: utterances without a rank-1 hypothesis: {extra[:5]}")
     out = {}
@@ -107,8 +96,7 @@ def main(argv=None):
     parser.add_argument("--token_list", required=True)
     parser.add_argument("--hyp", action="append", required=True,
                         help="decoding output 'utt tok tok ...' (repeat per rank, rank 1 first)")
-    parser.add_argument("--weights", type=float, nargs="+", default=None,
-                        help="one weight per --hyp rank")
+    parser.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per --hyp rank")
     parser.add_argument("--score", action="append", default=None,
                         help="'utt log_score' per --hyp rank (repeat; weights = softmax)")
     parser.add_argument("--score_temperature", type=float, default=1.0)

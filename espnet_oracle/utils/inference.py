@@ -1,10 +1,6 @@
 """Shared inference helpers: load a trained model, batch a feature set, run CTC.
-Why it exists: the model loading, batching and CTC steps that stages 6, 7, 9 and 10 share, in one place.
-
-Used by teacher evaluation (stage 6), posterior dumping (stage 7), decoding
-(stage 9) and plotting. All of them need the same things: an ESPnet model from
-an experiment dir, features + token ids of a data set in length-sorted batches,
-and frame log-probabilities, for the Oracle Teacher with a transcript fed in.
+Why it exists: the model loading, batching and CTC steps that stages 6, 7, 9 and 10 share, in one place
+(for the Oracle Teacher with a transcript fed in).
 """
 
 import argparse
@@ -12,13 +8,14 @@ import contextlib
 import logging
 import warnings
 from dataclasses import dataclass
-from itertools import groupby
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import kaldiio
 import numpy as np
 import torch
+import torch.nn.functional as F
+from espnet.nets.pytorch_backend.nets_utils import pad_list
 
 from espnet_oracle.utils.datadir import read_kaldi_map
 
@@ -152,11 +149,9 @@ class FeatureSet:
         if missing:
             raise ValueError(f"{self.feats_dir}/text lacks utterances of feats.scp: {missing[:5]}")
         self.utt_ids = sorted(self.feats.keys())
-        self.lengths = {}
         shape = self.feats_dir / "feats_shape"
-        if shape.exists():
-            for utt, value in read_kaldi_map(shape).items():
-                self.lengths[utt] = int(value.split(",")[0])
+        self.lengths = {u: int(v.split(",")[0]) for u, v in read_kaldi_map(shape).items()} \
+            if shape.exists() else {}
         self.preprocess = OracleASRTask.build_preprocess_fn(train_args, train=False)
         self.token_type = train_args.token_type
 
@@ -177,9 +172,7 @@ class FeatureSet:
         text = self.texts[utt_id] if text is None else text
         return Utterance(utt_id, self.feats[utt_id], text, self.token_ids(utt_id, text))
 
-    def batches(
-        self, batch_size: int, utt_ids: Optional[Sequence[str]] = None
-    ) -> Iterator[List[str]]:
+    def batches(self, batch_size: int, utt_ids: Optional[Sequence[str]] = None) -> Iterator[List[str]]:
         """Length-sorted batches of utterance ids (less padding, same results)."""
         ids = list(self.utt_ids if utt_ids is None else utt_ids)
         if self.lengths:
@@ -215,12 +208,9 @@ def receptive_field_centre(model: torch.nn.Module) -> float:
 
 
 def pad(arrays: Sequence[np.ndarray], value: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B, T_max, ...) tensor of the first array's dtype, padded with ``value``, and (B,) lengths."""
     lengths = torch.tensor([a.shape[0] for a in arrays], dtype=torch.long)
-    shape = (len(arrays), int(lengths.max())) + tuple(arrays[0].shape[1:])
-    out = np.full(shape, value, dtype=arrays[0].dtype)
-    for i, a in enumerate(arrays):
-        out[i, : a.shape[0]] = a
-    return torch.from_numpy(out), lengths
+    return pad_list([torch.tensor(a) for a in arrays], value), lengths
 
 
 def padding_sensitive(model: torch.nn.Module) -> bool:
@@ -245,11 +235,9 @@ def padding_sensitive(model: torch.nn.Module) -> bool:
 
 
 def padded_batch(model: torch.nn.Module, utterances: Sequence[Utterance], zero_source: bool = False):
-    """The padded batch of ``utterances`` that :func:`encode_padded` takes:
-    (speech, speech_lengths, text, text_lengths, utt_ids); text (padded with -1) only for the
-    Oracle Teacher, which is fed each utterance's ``token_ids``. With ``zero_source`` the
-    features are replaced by the training mean, i.e. zero after global mean-variance
-    normalization: the audio carries nothing."""
+    """(speech, speech_lengths, text, text_lengths, utt_ids) for :func:`encode_padded`; text (each
+    utterance's ``token_ids``, padded with -1) only for the Oracle Teacher. ``zero_source``: the
+    audio carries nothing."""
     speech, speech_lengths = pad([u.feats.astype(np.float32) for u in utterances], 0.0)
     if zero_source:  # features at the training mean (zero after MVN); raw input: silence
         speech = torch.zeros_like(speech) if speech.dim() == 2 else training_mean(model).expand_as(speech).clone()
@@ -260,31 +248,17 @@ def padded_batch(model: torch.nn.Module, utterances: Sequence[Utterance], zero_s
 
 
 @torch.no_grad()
-def encode_batch(
-    model: torch.nn.Module,
-    utterances: Sequence[Utterance],
-    zero_source: bool = False,
-    return_attention: bool = False,
-):
-    """Encoder frames of a batch of utterances: what the CTC layer reads.
-
-    Returns (B, T', D) frames, (B,) lengths, and, if asked, the last fusion
-    block's cross-attention (B, H, T', L) of the Oracle Teacher (else None);
-    see :func:`padded_batch` and :func:`encode_padded`.
-    """
+def encode_batch(model: torch.nn.Module, utterances: Sequence[Utterance], zero_source: bool = False,
+                 return_attention: bool = False):
+    """Encoder frames (what the CTC layer reads) of a batch of utterances: (B, T', D) frames, (B,)
+    lengths, attention (B, H, T', L) or None; see :func:`padded_batch` and :func:`encode_padded`."""
     return encode_padded(model, *padded_batch(model, utterances, zero_source), return_attention=return_attention)
 
 
 @torch.no_grad()
-def encode_padded(
-    model: torch.nn.Module,
-    speech: torch.Tensor,
-    speech_lengths: torch.Tensor,
-    text: Optional[torch.Tensor] = None,
-    text_lengths: Optional[torch.Tensor] = None,
-    utt_ids: Optional[Sequence[str]] = None,
-    return_attention: bool = False,
-):
+def encode_padded(model: torch.nn.Module, speech: torch.Tensor, speech_lengths: torch.Tensor,
+                  text: Optional[torch.Tensor] = None, text_lengths: Optional[torch.Tensor] = None,
+                  utt_ids: Optional[Sequence[str]] = None, return_attention: bool = False):
     """Encoder frames of a padded batch: the one teacher forward of posterior dumps, decoding,
     probes and the KD student's online teacher.
 
@@ -318,17 +292,13 @@ def encode_padded(
             parts.append(encode_padded(model, speech[i : i + 1, : int(speech_lengths[i])], speech_lengths[i : i + 1],
                                        one_text, one_text_lengths,
                                        [utt_ids[i]] if utt_ids is not None else None, return_attention))
-        lengths = torch.cat([p[1] for p in parts])
-        frames = parts[0][0].new_zeros(len(parts), max(p[0].shape[1] for p in parts), parts[0][0].shape[-1])
-        for i, (out, _, _) in enumerate(parts):
-            frames[i, : out.shape[1]] = out[0]
+        frames = pad_list([out[0] for out, _, _ in parts], 0.0)
         attention = None
-        if all(p[2] is not None for p in parts):
-            a0 = parts[0][2]
-            attention = a0.new_zeros(len(parts), a0.shape[1], frames.shape[1], max(p[2].shape[-1] for p in parts))
-            for i, (_, _, a) in enumerate(parts):
-                attention[i, :, : a.shape[2], : a.shape[3]] = a[0]
-        return frames, lengths, attention
+        if all(a is not None for _, _, a in parts):  # (1, H, T'_i, L_i) -> (B, H, T', L), zero-padded
+            frames_max, tokens_max = frames.shape[1], max(a.shape[-1] for _, _, a in parts)
+            attention = torch.cat([F.pad(a, (0, tokens_max - a.shape[3], 0, frames_max - a.shape[2]))
+                                   for _, _, a in parts])
+        return frames, torch.cat([p[1] for p in parts]), attention
 
     device = next(model.parameters()).device  # a model on a GPU gets its batch there
     speech, speech_lengths = speech.to(device), speech_lengths.to(device)
@@ -349,12 +319,8 @@ def encode_padded(
 
 
 @torch.no_grad()
-def ctc_log_probs(
-    model: torch.nn.Module,
-    utterances: Sequence[Utterance],
-    zero_source: bool = False,
-    return_attention: bool = False,
-):
+def ctc_log_probs(model: torch.nn.Module, utterances: Sequence[Utterance], zero_source: bool = False,
+                  return_attention: bool = False):
     """(B, T', V) CTC log-probs, (B,) lengths, attention of a batch of utterances (posterior
     dumps, probes, plots; see ``encode_batch``)."""
     return ctc_log_probs_padded(model, *padded_batch(model, utterances, zero_source),
@@ -380,20 +346,10 @@ def training_mean(model: torch.nn.Module) -> torch.Tensor:
 
 
 def greedy_path(log_probs: torch.Tensor, blank_id: int) -> Tuple[List[int], List[int]]:
-    """Collapse the best path of one utterance (T', V).
-
-    Returns the emitted token ids and, for each, the first frame of its run.
-    """
-    best = log_probs.argmax(dim=-1).tolist()
-    tokens, frames = [], []
-    frame = 0
-    for token, run in groupby(best):
-        run_length = len(list(run))
-        if token != blank_id:
-            tokens.append(token)
-            frames.append(frame)
-        frame += run_length
-    return tokens, frames
+    """Collapse the best path of one utterance (T', V): emitted token ids, the first frame of each's run."""
+    ids, runs = torch.unique_consecutive(log_probs.argmax(dim=-1), return_counts=True)
+    keep = ids != blank_id
+    return ids[keep].tolist(), (torch.cumsum(runs, 0) - runs)[keep].tolist()
 
 
 def tokens_to_text(tokens: Sequence[str], token_type: str) -> str:

@@ -174,10 +174,7 @@ def align(ref: Sequence, hyp: Sequence) -> list[tuple[str, Optional[int], Option
     return ops[::-1]
 
 
-# --------------------------------------------------------------------------- #
-# Spike timing                                                                 #
-# --------------------------------------------------------------------------- #
-#: Slack (seconds) on the span bounds for float rounding of frame times.
+# Spike timing (below). _EPS: slack (seconds) on the span bounds for float rounding of frame times.
 _EPS = 1e-9
 
 
@@ -274,24 +271,6 @@ def _as_span(w) -> WordSpan:
     return WordSpan(str(word), float(start), float(end))
 
 
-def group_words(tokens: Sequence[str], times: Sequence[float]) -> list[tuple[str, list[float]]]:
-    """Split char tokens at ``<space>`` into ``[(word, [token times])]`` (no empty words)."""
-    words: list[tuple[str, list[float]]] = []
-    chars: list[str] = []
-    ts: list[float] = []
-    for tok, t in zip(tokens, times):
-        if tok == SPACE_TOKEN:
-            if chars:
-                words.append(("".join(chars), ts))
-            chars, ts = [], []
-        else:
-            chars.append(tok)
-            ts.append(t)
-    if chars:
-        words.append(("".join(chars), ts))
-    return words
-
-
 def spike_timing(word_align: Sequence, tokens: Sequence[str], frames: Sequence[int],
                  frame_shift_s: float, offset_s: float = 0.0, tolerance_s: float = 0.0,
                  utt: str = "<utt>") -> SpikeStats:
@@ -306,34 +285,25 @@ def spike_timing(word_align: Sequence, tokens: Sequence[str], frames: Sequence[i
     if len(tokens) != len(frames):
         raise ScoringError(f"utterance {utt}: {len(tokens)} token(s) but {len(frames)} CTC frame(s)")
     spans = [_as_span(w) for w in word_align]
-    ref_chars, ref_word = [], []
-    for index, span in enumerate(spans):
-        for char in span.word:
-            ref_chars.append(char)
-            ref_word.append(index)
+    ref_chars = [char for span in spans for char in span.word]
+    ref_word = [index for index, span in enumerate(spans) for _ in span.word]
     hyp_chars, hyp_owner, token_times = [], [], []
     for token, frame in zip(tokens, frames):
         if token == SPACE_TOKEN:
             continue
         spelled = token.replace("\u2581", "") or token
-        token_index = len(token_times)
+        hyp_chars.extend(spelled)
+        hyp_owner.extend(len(token_times) if position == 0 else None for position in range(len(spelled)))
         token_times.append(offset_s + int(frame) * frame_shift_s)
-        for position, char in enumerate(spelled):
-            hyp_chars.append(char)
-            hyp_owner.append(token_index if position == 0 else None)
     token_word: dict[int, int] = {}
     for op, ri, hi in align(ref_chars, hyp_chars):
-        if op in ("C", "S") and hyp_owner[hi] is not None:
+        if op in (COR, SUB) and hyp_owner[hi] is not None:
             token_word[hyp_owner[hi]] = ref_word[ri]
     stats = SpikeStats(n_tokens=len(token_times))
     earliest: dict[int, float] = {}
-    for token_index, t in enumerate(token_times):
-        word = token_word.get(token_index)
-        if word is None:
-            continue
-        span = spans[word]
-        # _EPS absorbs float rounding (3 * 0.04 != 0.12), so a spike exactly
-        # on a boundary written in word_align counts as inside.
+    for token_index, word in token_word.items():  # tokens aligned to nothing are misses
+        t, span = token_times[token_index], spans[word]
+        # _EPS absorbs float rounding (3 * 0.04 != 0.12): a spike exactly on a word_align boundary is inside.
         if span.start - tolerance_s - _EPS <= t <= span.end + tolerance_s + _EPS:
             stats.n_hits += 1
         earliest[word] = min(t, earliest.get(word, t))

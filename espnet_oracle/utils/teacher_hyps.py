@@ -42,10 +42,7 @@ Hypothesis = Tuple[float, List[int]]
 
 def format_nbest(hyps: Sequence[Tuple[float, Sequence[int]]]) -> str:
     """One line's hypotheses part: ``w_1 ids | w_2 ids | ...``."""
-    parts = []
-    for weight, ids in hyps:
-        parts.append(" ".join([repr(float(weight))] + [str(int(i)) for i in ids]))
-    return f" {SEPARATOR} ".join(parts)
+    return f" {SEPARATOR} ".join(" ".join([repr(float(w))] + [str(int(i)) for i in ids]) for w, ids in hyps)
 
 
 def parse_nbest(text: str, where: str = "") -> List[Hypothesis]:
@@ -156,21 +153,12 @@ class TeacherHypReader(Mapping):
         return self.nbest.keys()
 
 
-def teacher_hyps_loader(path: str) -> TeacherHypReader:
-    return TeacherHypReader(path)
-
-
 def register_data_type() -> None:
     """Make ``teacher_hyps`` a data type of ESPnet's dataset (idempotent)."""
     from espnet2.train import dataset
 
-    dataset.DATA_TYPES.setdefault(
-        DATA_TYPE,
-        dict(
-            func=teacher_hyps_loader,
-            kwargs=[],
-            help="Teacher hypotheses for sequence-level KD, written by "
-            "espnet_oracle.bin.write_teacher_hyps: 'utt w ids | w ids ...' per line; "
-            "each item is a packed float32 vector [N, w_1, L_1, ids..., ...]",
-        ),
-    )
+    dataset.DATA_TYPES.setdefault(DATA_TYPE, dict(
+        func=TeacherHypReader, kwargs=[],
+        help="Teacher hypotheses for sequence-level KD, written by espnet_oracle.bin.write_teacher_hyps: "
+             "'utt w ids | w ids ...' per line; "
+             "each item is a packed float32 vector [N, w_1, L_1, ids..., ...]"))
