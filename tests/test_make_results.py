@@ -274,3 +274,19 @@ def test_params_are_the_deployed_models(tmp_path):
     assert make_results.num_params(tmp_path) == 100
     torch.save({"encoder.w": torch.zeros(3, 10)}, tmp_path / "inference.pth")
     assert make_results.num_params(tmp_path) == 30
+
+
+def test_kd_sweep_table_with_a_single_scored_set(tmp_path):
+    """With one set (--sets test) the sweep table scores that set (it crashed on a KeyError)."""
+    exp = tmp_path / "exp"
+    config = dict(model="kd_student", seed=1, max_epoch=3,
+                  model_conf=dict(ctc_weight=1.0, kd_weight=0.5, kd_temperature=1.0, kd_frames="all"))
+    system(exp / "kd_sweep" / "a0.5_t1_all", "student_oraclekd_a0.5_t1_all_seed1", config,
+           scores={"test": dict(wer=12.5, cer=4.25)})
+    out = tmp_path / "RESULTS.md"
+    make_results.main(["--exp", str(exp), "--sets", "test", "--seeds", "1", "--out", str(out)])
+    text = out.read_text(encoding="utf-8")
+    assert "| setting | student | seeds | test CER | test WER |" in text
+    row = row_of(text, "| a0.5_t1_all |", "## KD hyper-parameter sweep (`local/kd_sweep.sh`; greedy CTC, "
+                 "mean ± std over seeds)")
+    assert "4.25" in row and "12.50" in row

@@ -379,3 +379,12 @@ def test_score_extra_metrics_only_when_asked(tmp_path):
     refs = {u: t for u, t in STR_REFS.items() if u != "e"}
     assert M.word_accuracy_ned(refs, {u: STR_HYPS[u].lower() for u in refs})["word_accuracy"] == pytest.approx(
         100 - M.wer_cer(refs, {u: STR_HYPS[u].lower() for u in refs}).wer)
+
+
+def test_score_refuses_an_unknown_metric_before_writing(tmp_path):
+    data, dec = tmp_path / "data", tmp_path / "dec"
+    _write(data / "text", [f"{u} {t}" for u, t in STR_REFS.items()])
+    _write(dec / "text", [f"{u} {t}".rstrip() for u, t in STR_HYPS.items()])
+    with pytest.raises(ValueError, match="unknown --extra_metrics.*'bleu'"):
+        score.score(data, dec, extra_metrics=("word_accuracy", "bleu"))
+    assert sorted(p.name for p in dec.iterdir()) == ["text"]

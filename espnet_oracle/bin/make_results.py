@@ -696,22 +696,23 @@ def main(argv=None):
 
     # ---- KD hyper-parameter sweep ----
     settings = sorted(p for p in (exp / "kd_sweep").glob("*") if p.is_dir())
+    sweep_sets = sets[1:] or sets  # the test sets (all sets when only one is scored)
     if settings:
         out += ["", "## KD hyper-parameter sweep (`local/kd_sweep.sh`; greedy CTC, mean ± std over seeds)", "",
                 "Setting `a<alpha>_t<tau>_<frames>` (`_matched`: all frames with the KD weight matched to the "
                 "nonblank setting's effective one, per teacher; see the sweep log); the run above used "
                 f"a{args.kd_weight}_t{args.kd_temperature}_{args.kd_frames}. The no-KD students are the same "
                 "in every setting. Student: its directory name, which carries the KD settings it was trained with.",
-                "", "| setting | student | seeds | " + " | ".join(f"{s} CER | {s} WER" for s in sets[1:]) + " |",
-                "|---|---|---|" + "---|---|" * len(sets[1:])]
+                "", "| setting | student | seeds | " + " | ".join(f"{s} CER | {s} WER" for s in sweep_sets) + " |",
+                "|---|---|---|" + "---|---|" * len(sweep_sets)]
         for setting in settings:
             for group, system, dirs in student_groups(setting, None, current):
                 if system == "nokd":
                     continue
-                results = {s: [scores(d, s, "greedy") for d in dirs] for s in sets[1:]}
-                if not any(results[test]):
+                results = {s: [scores(d, s, "greedy") for d in dirs] for s in sweep_sets}
+                if not any(r for s in sweep_sets for r in results[s]):
                     continue
-                cells = [fmt([r and r.get(m) for r in results[s]]) for s in sets[1:] for m in ("cer", "wer")]
+                cells = [fmt([r and r.get(m) for r in results[s]]) for s in sweep_sets for m in ("cer", "wer")]
                 out.append(f"| {setting.name} | {STUDENT_SYSTEMS[system]} (`{group}`) | {len(dirs)} | "
                            + " | ".join(cells) + " |")
 

@@ -42,6 +42,9 @@ def _pct(x) -> str:
 
 def score(data_dir: Path, decode_dir: Path, condition_files=(), offset_ms: Optional[float] = None,
           tolerance_ms: float = 0.0, extra_metrics=()) -> dict:
+    unknown = set(extra_metrics) - set(EXTRA_METRICS)
+    if unknown:  # before anything is written
+        raise ValueError(f"unknown --extra_metrics {sorted(unknown)} (known: {' '.join(EXTRA_METRICS)})")
     data_dir, decode_dir = Path(data_dir), Path(decode_dir)
     refs, hyps = read_kaldi_map(data_dir / "text"), read_kaldi_map(decode_dir / "text")
     check_ids(refs, hyps, f"references ({data_dir / 'text'})", f"entry in {decode_dir / 'text'}")
@@ -68,9 +71,6 @@ def score(data_dir: Path, decode_dir: Path, condition_files=(), offset_ms: Optio
            "word_errors": res.total(0), "n_words": res.total(1), "char_errors": res.total(2),
            "n_chars": res.total(3), "wer_by_condition": {k: {c: v["wer"] for c, v in t.items()} for k, t in by.items()},
            "spike_hit_rate": None, "mean_onset_offset_ms": None}
-    unknown = set(extra_metrics) - set(EXTRA_METRICS)
-    if unknown:
-        raise ValueError(f"unknown --extra_metrics {sorted(unknown)} (known: {' '.join(EXTRA_METRICS)})")
     if extra_metrics:
         extra = word_accuracy_ned(refs, hyps)
         out.update({name: extra[name] for name in EXTRA_METRICS if name in extra_metrics})
