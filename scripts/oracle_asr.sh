@@ -16,13 +16,10 @@
 #   5  train the Oracle Teacher -> exp/teacher_oracle
 #   6  teacher evaluation + copy probe -> exp/teacher_eval/summary.tsv
 #   7  dump teacher posteriors (train, dev) -> exp/teacher_*/posteriors/<set>/post.scp (not with
-#      --online_teacher true); for the KD variants that need them: both teachers' averaged posteriors (avgkd)
-#      -> exp/teacher_average/posteriors/<set>/, the teachers' N-best hypotheses (seq-KD; the
-#      Oracle Teacher decoded with the true transcript fed)
-#      -> exp/teacher_*/seqkd_nbest<N>_<set>_beam/teacher_hyp.txt
-#   8  train students: no KD, conventional-teacher KD, Oracle-Teacher KD (x seeds); the KD
-#      variants named in --student_systems (see below); one-stage oracle self-distillation
-#      (selfdistill: trained from --self_distill_conf, exported as a plain ESPnet model)
+#      --online_teacher true); only for the KD variants that need them: both teachers' averaged
+#      posteriors (avgkd) -> exp/teacher_average/posteriors/<set>/, the teachers' N-best hypotheses
+#      (seq-KD) -> exp/teacher_*/seqkd_nbest<N>_<set>_beam/teacher_hyp.txt
+#   8  train the students of --student_systems (below), one per seed of --seeds
 #   9  decode all systems (greedy CTC + CTC prefix beam search)
 #  10  score (WER/CER, per condition; optionally word accuracy, 1 - NED), spike timing (with
 #      data/<set>/word_align), posteriorgram plots, RESULTS.md
@@ -35,19 +32,18 @@
 #                           (CTC + --guided_ctc_weight x GuidedCTC; no frame KD)
 #   convkdguided oraclekdguided   frame-level KD + Guided CTC
 #   convseqkd oracleseqkd   sequence-level KD: CTC + --seq_kd_weight x CTC towards the teacher's
-#                           --seq_kd_nbest best beam hypotheses (weighted by their scores)
+#                           --seq_kd_nbest best beam hypotheses (weighted by their scores; the
+#                           Oracle Teacher is decoded with the true transcript fed)
 #   selfdistill             one-stage oracle self-distillation (--self_distill_conf; KD weight
-#                           --self_distill_kd_weight, temperature and frames as the students')
+#                           --self_distill_kd_weight, temperature and frames as the students'),
+#                           exported as a plain ESPnet model
 #
-# Online teacher (--online_teacher true; default false): the convkd/oraclekd students hold the
-# frozen teacher (exp/teacher_*/config.yaml + valid.loss.ave.pth, passed as --model_conf
-# online_teacher_config/online_teacher_model_file) and run it on each batch inside their training
-# step, so stage 7 dumps no posteriors: no dump storage or I/O, but every student step (training and
-# validation) also pays a teacher forward, and the targets are the exact dense posteriors instead of
-# the top-k float16 dump. Their directories end in _online (student_oraclekd_a0.5_t1_nonblank_online_seed1),
-# never shared with dump-based students; the teacher checkpoint is a fingerprinted input of their
-# stamp, so a retrained teacher retrains them. Only nokd, convkd and oraclekd may run with it (the
-# other KD systems need stored teacher outputs: run them without --online_teacher).
+# Online teacher (--online_teacher true; only with nokd, convkd, oraclekd): the KD students run the
+# frozen teacher (exp/teacher_*/config.yaml + valid.loss.ave.pth) on each batch inside their training
+# and validation steps, so stage 7 dumps nothing: no dump storage or I/O and exact dense posteriors
+# instead of the top-k float16 dump, for a teacher forward in every student step. Their dirs end in
+# _online (student_oraclekd_a0.5_t1_nonblank_online_seed1); the teacher checkpoint is an input of
+# their stamp, so a retrained teacher retrains them.
 set -euo pipefail
 
 command_line="$0 $*"
@@ -145,46 +141,36 @@ die() { echo "$0: ERROR: $*" >&2; exit 1; }
 # fails, or this script dies (die, a failing command, INT, TERM), the other jobs are ended.
 bg_pids=()
 declare -A bg_what=()
-bg_start() {  # bg_start WHAT THREADS COMMAND...: run COMMAND in the background with OMP_NUM_THREADS=THREADS
-    local what=$1 threads=$2; shift 2
+bg_start() {  # bg_start WHAT COMMAND...: run COMMAND in the background on one core (OMP_NUM_THREADS=1)
+    local what=$1; shift
     set -m
-    (export OMP_NUM_THREADS=${threads}; "$@") &
+    (export OMP_NUM_THREADS=1; "$@") &
     set +m
     bg_pids+=($!)
     bg_what[$!]=${what}
 }
-bg_forget() {  # bg_forget PID
-    local i
-    for i in "${!bg_pids[@]}"; do [ "${bg_pids[$i]}" != "$1" ] || unset 'bg_pids[i]'; done
-    bg_pids=("${bg_pids[@]}")
-}
 bg_wait_one() {  # wait for any background job; die (which ends the others) if it failed
-    local done_pid="" rc=0
+    local done_pid="" rc=0 i
     wait -n -p done_pid "${bg_pids[@]}" || rc=$?
-    bg_forget "${done_pid}"
+    for i in "${!bg_pids[@]}"; do [ "${bg_pids[$i]}" != "${done_pid}" ] || unset 'bg_pids[i]'; done
+    bg_pids=("${bg_pids[@]}")
     [ "${rc}" -eq 0 ] || die "${bg_what[${done_pid}]} failed (status ${rc})"
 }
 bg_wait_all() { while [ "${#bg_pids[@]}" -gt 0 ]; do bg_wait_one; done; }
-bg_end_all() {  # TERM every job's process group; KILL what is left after 10 s
-    end_process_groups "${bg_pids[@]}"
-    bg_pids=()
-}
-on_exit() {
+on_exit() {  # TERM every job's process group; KILL what is left after 10 s
     local rc=$?
     if [ "${BASHPID}" = "$$" ] && [ "${#bg_pids[@]}" -gt 0 ]; then
         echo "$0: ending ${#bg_pids[@]} background job(s): $(for p in "${bg_pids[@]}"; do printf '%s; ' "${bg_what[$p]}"; done)" >&2
-        bg_end_all
+        end_process_groups "${bg_pids[@]}"
     fi
     exit "${rc}"
 }
 trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-need() {  # need FILE "what produces it"
-    [ -e "$1" ] || die "missing $1 — run $2 first"
-}
+need() { [ -e "$1" ] || die "missing $1 — run $2 first"; }  # need FILE "what produces it"
 run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
-stage_timer_start() { stage_started=${SECONDS}; }
+stage_start() { log "stage $1: $2"; stage_started=${SECONDS}; }  # stage_start N "what it does"
 stage_done() {
     local seconds=$((SECONDS - stage_started))
     mkdir -p "${exp}"
@@ -207,16 +193,33 @@ all_sets="${train_set} ${valid_set} ${test_sets}"
 python=python3
 [ -n "${VIRTUAL_ENV:-}" ] && python=${VIRTUAL_ENV}/bin/python
 
+# The settings in the students' dir names (espnet_oracle/utils/systems.py; make_results reads them too).
+system_opts=(--kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}"
+    --guided_ctc_weight "${guided_ctc_weight}" --seq_kd_weight "${seq_kd_weight}"
+    --seq_kd_nbest "${seq_kd_nbest}" --self_distill_kd_weight "${self_distill_kd_weight}"
+    --online_teacher "${online_teacher}")
 # student_dirs [SYSTEMS [SEEDS]]: experiment dir names of the students (default: all of this run),
 # e.g. student_nokd_seed1, student_oraclekd_a0.5_t1_all_seed1 (KD settings in the name).
-# The one definition of these names is espnet_oracle/utils/systems.py (make_results uses it too).
 student_dirs() {
     ${python} -m espnet_oracle.utils.systems --systems "${1:-${student_systems}}" --seeds "${2:-${seeds}}" \
-        --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}" \
-        --guided_ctc_weight "${guided_ctc_weight}" --seq_kd_weight "${seq_kd_weight}" \
-        --seq_kd_nbest "${seq_kd_nbest}" --self_distill_kd_weight "${self_distill_kd_weight}" \
-        --online_teacher "${online_teacher}"
+        "${system_opts[@]}"
 }
+# Which system learns from which teacher (the one definition: espnet_oracle/utils/systems.py):
+# system_teacher posterior_teacher|hyps_teacher SYSTEM: the teacher whose posteriors / hypotheses
+# SYSTEM learns from ("" for none); system_teachers WHAT: those of this run's systems, one a line.
+system_teacher() {
+    local t
+    t=$(${python} -m espnet_oracle.utils.systems --systems "$2" --what "$1") || die "bad student system '$2'"
+    [ "${t}" = - ] || echo "${t}"
+}
+system_teachers() {
+    ${python} -m espnet_oracle.utils.systems --systems "${student_systems}" --what "$1" | grep -vx -- - | sort -u
+    return 0
+}
+teacher_model() { echo "${exp}/$1/valid.loss.ave.pth"; }
+need_teacher() { need "$(teacher_model "$1")" "stage 4/5 (teacher training)"; }
+# teacher_hyps_dir TEACHER SET: where stage 7 decodes TEACHER's N-best of SET (teacher_hyp.txt inside).
+teacher_hyps_dir() { echo "${exp}/$1/seqkd_nbest${seq_kd_nbest}_$2_beam"; }
 case "${online_teacher}" in true|false) ;; *) die "--online_teacher must be true or false, got '${online_teacher}'" ;; esac
 student_dirs > /dev/null || die "bad student settings (see above)"
 
@@ -266,8 +269,7 @@ train_model() {
 }
 
 if run_stage 0; then
-    log "stage 0: environment check / creation"
-    stage_timer_start
+    stage_start 0 "environment check / creation"
     "${project_root}/scripts/setup_env.sh"
     . "${project_root}/path.sh"
     python=${VIRTUAL_ENV:-${ESPNET_ORACLE_VENV}}/bin/python
@@ -277,8 +279,7 @@ if run_stage 0; then
 fi
 
 if run_stage 1; then
-    log "stage 1: data preparation"
-    stage_timer_start
+    stage_start 1 "data preparation"
     # shellcheck disable=SC2086
     PYTHON=${python} local/data.sh ${local_data_opts}
     if [ -n "${speed_perturb_factors}" ]; then
@@ -299,10 +300,16 @@ done_sig() {
     { echo "${opts}"; cat "${files[@]}"; } | sha256sum | cut -c1-32
 }
 up_to_date() { [ -f "$1/.done" ] && [ "$(cat "$1/.done")" = "$2" ]; }
+# merge_jobs FILE PIECE: the --nj jobs' pieces (PIECE with JOB = 1..nj) sorted into FILE, then removed
+merge_jobs() {
+    local j pieces=()
+    for j in $(seq "${nj}"); do pieces+=("${2//JOB/${j}}"); done
+    sort "${pieces[@]}" > "$1"
+    rm -f "${pieces[@]}"
+}
 
 if run_stage 2; then
-    log "stage 2: features (${feats_type})"
-    stage_timer_start
+    stage_start 2 "features (${feats_type})"
     for x in ${all_sets}; do
         out=${feats_dir}/${x}
         need data/${x}/text "stage 1 (data preparation)"
@@ -322,12 +329,11 @@ if run_stage 2; then
                     ${python} -m espnet_oracle.bin.make_features --feats_type "${feats_type}" \
                     --wav_scp data/${x}/wav.scp --out_dir "${out}" --fs "${fs}" --n_mels "${n_mels}" \
                     --job JOB --nj "${nj}" || die "feature extraction of ${x} failed; see ${out}/logs/"
-                name=$([ "${feats_type}" = fbank ] && echo feats || echo wav)
-                for j in $(seq "${nj}"); do cat "${out}/${name}.${j}.scp"; done | sort > "${out}/${name}.scp"
-                rm -f "${out}/${name}".*.scp
                 if [ "${feats_type}" = fbank ]; then
-                    for j in $(seq "${nj}"); do cat "${out}/feats_shape.${j}"; done | sort > "${out}/feats_shape"
-                    rm -f "${out}"/feats_shape.*
+                    merge_jobs "${out}/feats.scp" "${out}/feats.JOB.scp"
+                    merge_jobs "${out}/feats_shape" "${out}/feats_shape.JOB"
+                else
+                    merge_jobs "${out}/wav.scp" "${out}/wav.JOB.scp"
                 fi ;;
             extracted)
                 local/extract_features.sh "data/${x}" "${out}" || die "local/extract_features.sh data/${x} ${out} failed"
@@ -340,8 +346,7 @@ if run_stage 2; then
 fi
 
 if run_stage 3; then
-    log "stage 3: token list (${token_type}), CMVN stats and shapes (ESPnet --collect_stats)"
-    stage_timer_start
+    stage_start 3 "token list (${token_type}), CMVN stats and shapes (ESPnet --collect_stats)"
     need data/${train_set}/text "stage 1 (data preparation)"
     tdir=$(dirname "${token_list}")
     sig=$(done_sig data/${train_set}/text -- ${token_type} ${nbpe} $([ "${token_type}" != bpe ] || echo "${bpemode}"))
@@ -382,52 +387,39 @@ if run_stage 3; then
     stage_done 3 tokens
 fi
 
+# train_teacher N NAME CONFIG WHAT: stage 4 or 5, teacher NAME into exp/NAME. Two CPU trainings side
+# by side use two cores better than one after the other: with --parallel_teachers true, --ngpu 0 and
+# both stages to run, stage 4 goes to the background (one core each) and stage 5 waits for both.
 teachers_in_background=false
-if run_stage 4; then
-    log "stage 4: train the conventional (source-only) teacher"
-    stage_timer_start
+train_teacher() {
+    local n=$1 name=$2 config=$3 what=$4
+    log "stage ${n}: train the ${what}"
+    [ "${teachers_in_background}" = true ] || stage_started=${SECONDS}
     need "${token_list}" "stage 3 (token list)"
     need "${stats_file}" "stage 2 (features)"
-    if [ "${parallel_teachers}" = true ] && run_stage 5 && [ "${ngpu}" -eq 0 ]; then
-        # Two CPU trainings side by side use the two cores better than one after the other.
-        # shellcheck disable=SC2086
-        bg_start "stage 4 (conventional teacher; see ${exp}/teacher_conventional/train.log)" 1 \
-            train_model teacher_conventional "${teacher_conf}" ${teacher_train_opts}
+    # shellcheck disable=SC2086
+    if [ "${n}" = 4 ] && [ "${parallel_teachers}" = true ] && run_stage 5 && [ "${ngpu}" -eq 0 ]; then
+        bg_start "stage 4 (${what}; see ${exp}/${name}/train.log)" \
+            train_model "${name}" "${config}" ${teacher_train_opts}
         teachers_in_background=true
         log "stage 4 runs in the background beside stage 5; if either fails, the other is ended"
-    else
-        # shellcheck disable=SC2086
-        OMP_NUM_THREADS=${nj} train_model teacher_conventional "${teacher_conf}" ${teacher_train_opts}
-        stage_done 4 teacher_conventional
-    fi
-fi
-
-if run_stage 5; then
-    log "stage 5: train the Oracle Teacher"
-    [ "${teachers_in_background}" = true ] || stage_timer_start
-    need "${token_list}" "stage 3 (token list)"
-    need "${stats_file}" "stage 2 (features)"
-    if [ "${teachers_in_background}" = true ]; then
-        # shellcheck disable=SC2086
-        bg_start "stage 5 (Oracle Teacher; see ${exp}/teacher_oracle/train.log)" 1 \
-            train_model teacher_oracle "${oracle_conf}" ${teacher_train_opts}
+    elif [ "${teachers_in_background}" = true ]; then
+        bg_start "stage 5 (${what}; see ${exp}/${name}/train.log)" \
+            train_model "${name}" "${config}" ${teacher_train_opts}
         bg_wait_all
         stage_done 4+5 teachers_in_parallel
     else
-        # shellcheck disable=SC2086
-        OMP_NUM_THREADS=${nj} train_model teacher_oracle "${oracle_conf}" ${teacher_train_opts}
-        stage_done 5 teacher_oracle
+        OMP_NUM_THREADS=${nj} train_model "${name}" "${config}" ${teacher_train_opts}
+        stage_done "${n}" "${name}"
     fi
-fi
-
-teacher_model() { echo "${exp}/$1/valid.loss.ave.pth"; }
+}
+run_stage 4 && train_teacher 4 teacher_conventional "${teacher_conf}" "conventional teacher"
+run_stage 5 && train_teacher 5 teacher_oracle "${oracle_conf}" "Oracle Teacher"
 
 if run_stage 6; then
-    log "stage 6: teacher evaluation and copy probe"
-    stage_timer_start
-    for t in teacher_conventional teacher_oracle; do
-        need "$(teacher_model ${t})" "stage 4/5 (teacher training)"
-    done
+    stage_start 6 "teacher evaluation and copy probe"
+    need_teacher teacher_conventional
+    need_teacher teacher_oracle
     ${python} -m espnet_oracle.bin.teacher_eval \
         --conventional_dir "${exp}/teacher_conventional" --oracle_dir "${exp}/teacher_oracle" \
         --dump_dir "${feats_dir}" --data_dir data --sets "${valid_set} ${test_sets}" \
@@ -435,36 +427,20 @@ if run_stage 6; then
     stage_done 6 teacher_eval
 fi
 
-# The KD variants' teacher outputs (the one definition of which system learns from which teacher:
-# espnet_oracle/utils/systems.py).
-# system_teachers posterior_teacher|hyps_teacher: the teachers whose posteriors / hypotheses the
-# systems of this run learn from, one a line.
-system_teachers() {
-    ${python} -m espnet_oracle.utils.systems --systems "${student_systems}" --what "$1" | grep -vx -- - | sort -u
-    return 0
-}
-# hyps_teacher SYSTEM: whose hypotheses a student learns from ("" for none).
-hyps_teacher() {
-    local t
-    t=$(${python} -m espnet_oracle.utils.systems --systems "$1" --what hyps_teacher) || die "bad student system '$1'"
-    [ "${t}" = - ] || echo "${t}"
-}
-# teacher_hyps_dir TEACHER SET: where stage 7 decodes TEACHER's N-best of SET (teacher_hyp.txt inside).
-teacher_hyps_dir() { echo "${exp}/$1/seqkd_nbest${seq_kd_nbest}_$2_beam"; }
-
 if run_stage 7; then
-    log "stage 7: dump teacher posteriors (${post_format}, k=${post_topk})"
-    stage_timer_start
+    stage_start 7 "dump teacher posteriors (${post_format}, k=${post_topk})"
     dump_teachers="teacher_conventional teacher_oracle"
     if [ "${online_teacher}" = true ]; then  # only nokd/convkd/oraclekd (student_dirs refused the rest)
         log "--online_teacher true: no posterior dump, the students run their teacher in each training step"
         dump_teachers=""
     fi
+    # sharded over --nj parallel jobs (GPU jobs with --ngpu > 0, e.g. one Slurm job with a GPU
+    # each); finished shards of the same stamp are reused
+    dump_cmd=${decode_cmd} dump_ngpu=0
+    [ "${ngpu}" -eq 0 ] || dump_cmd=${cuda_cmd:-${train_cmd}} dump_ngpu=1
     for t in ${dump_teachers}; do
-        need "$(teacher_model ${t})" "stage 4/5 (teacher training)"
+        need_teacher "${t}"
         for x in ${train_set} ${valid_set}; do
-            # sharded over --nj parallel jobs (GPU jobs with --ngpu > 0: ${cuda_cmd:-${train_cmd}}, e.g.
-            # one Slurm job with a GPU each); finished shards of the same stamp are reused
             post_dir=${exp}/${t}/posteriors/${x}
             dump_args=(--exp_dir "${exp}/${t}" --feats_dir "${feats_dir}/${x}" --out_dir "${post_dir}"
                 --format "${post_format}" --topk "${post_topk}" --num_jobs "${nj}")
@@ -472,11 +448,9 @@ if run_stage 7; then
                 || die "could not check ${post_dir} (see above)"
             state=${state##*$'\n'}  # the answer is the last line
             [ "${state}" != done ] || continue  # (it said so)
-            dump_cmd=${decode_cmd}
-            [ "${ngpu}" -eq 0 ] || dump_cmd=${cuda_cmd:-${train_cmd}}
             ${dump_cmd} JOB=1:${nj} "${post_dir}/logs/dump.JOB.log" \
                 ${python} -m espnet_oracle.bin.dump_posteriors "${dump_args[@]}" --job JOB \
-                --ngpu "$([ "${ngpu}" -eq 0 ] && echo 0 || echo 1)" \
+                --ngpu "${dump_ngpu}" \
                 || die "dumping ${post_dir} failed; see ${post_dir}/logs/ (rerun the stage to resume it)"
             ${python} -m espnet_oracle.bin.dump_posteriors "${dump_args[@]}" --merge \
                 || die "could not merge ${post_dir} (see above)"
@@ -518,18 +492,11 @@ if run_stage 7; then
     stage_done 7 dump_posteriors
 fi
 
-# student_teacher SYSTEM: which teacher's posteriors a student learns from ("" for none).
-student_teacher() {
-    local t
-    t=$(${python} -m espnet_oracle.utils.systems --systems "$1" --what posterior_teacher) || die "bad student system '$1'"
-    [ "${t}" = - ] || echo "${t}"
-}
-
 # student_args SYSTEM: the options that make a student a no-KD / KD run: the teacher's stored
 # posteriors as data, or with --online_teacher true the teacher's config and checkpoint (model_conf).
 student_args() {
     local teacher
-    teacher=$(student_teacher "$1")
+    teacher=$(system_teacher posterior_teacher "$1")
     [ -n "${teacher}" ] || return 0
     local post=${exp}/${teacher}/posteriors
     echo --model kd_student \
@@ -559,7 +526,7 @@ system_args() {
             student_args "$1"
             echo --model_conf "guided_ctc_weight=${guided_ctc_weight}" ;;
         convseqkd|oracleseqkd)
-            teacher=$(hyps_teacher "$1")
+            teacher=$(system_teacher hyps_teacher "$1")
             echo --model kd_student --model_conf kd_weight=0.0 --model_conf "seq_kd_weight=${seq_kd_weight}" \
                 --train_data_path_and_name_and_type "$(teacher_hyps_dir "${teacher}" "${train_set}")/teacher_hyp.txt,teacher_hyp,teacher_hyps" \
                 --valid_data_path_and_name_and_type "$(teacher_hyps_dir "${teacher}" "${valid_set}")/teacher_hyp.txt,teacher_hyp,teacher_hyps" ;;
@@ -573,14 +540,11 @@ system_args() {
 system_conf() { if [ "$1" = selfdistill ]; then echo "${self_distill_conf}"; else echo "${student_conf}"; fi; }
 
 if run_stage 8; then
-    log "stage 8: train students (${student_systems}; seeds ${seeds})"
-    stage_timer_start
+    stage_start 8 "train students (${student_systems}; seeds ${seeds})"
     need "${token_list}" "stage 3 (token list)"
-    for s in ${student_systems}; do
-        teacher=$(student_teacher "${s}")
-        [ -n "${teacher}" ] || continue
+    for teacher in $(system_teachers posterior_teacher); do
         if [ "${online_teacher}" = true ]; then  # the student loads the teacher itself
-            need "$(teacher_model "${teacher}")" "stage 4/5 (teacher training)"
+            need_teacher "${teacher}"
             need "${exp}/${teacher}/config.yaml" "stage 4/5 (teacher training)"
             continue
         fi
@@ -592,12 +556,10 @@ if run_stage 8; then
                 || die "teacher posteriors do not fit the ${x} set (see above)"
         done
     done
-    for s in ${student_systems}; do
-        teacher=$(hyps_teacher "${s}")
-        [ -n "${teacher}" ] || continue
+    for teacher in $(system_teachers hyps_teacher); do
         for x in ${train_set} ${valid_set}; do
             need "$(teacher_hyps_dir "${teacher}" "${x}")/teacher_hyp.txt" \
-                "stage 7 (the hypotheses of ${teacher} for ${s}, --seq_kd_nbest ${seq_kd_nbest})"
+                "stage 7 (the hypotheses of ${teacher} for seq-KD, --seq_kd_nbest ${seq_kd_nbest})"
         done
     done
     for s in ${student_systems}; do
@@ -607,7 +569,7 @@ if run_stage 8; then
         for seed in ${seeds}; do
             name=$(student_dirs "${s}" "${seed}")
             # shellcheck disable=SC2086
-            bg_start "student ${name} (see ${exp}/${name}/train.log)" 1 \
+            bg_start "student ${name} (see ${exp}/${name}/train.log)" \
                 train_model "${name}" "${conf}" --seed "${seed}" ${args} ${student_train_opts}
             while [ "${#bg_pids[@]}" -ge "${nj}" ]; do bg_wait_one; done
         done
@@ -627,8 +589,7 @@ if run_stage 8; then
 fi
 
 if run_stage 9; then
-    log "stage 9: decode (${decode_modes})"
-    stage_timer_start
+    stage_start 9 "decode (${decode_modes})"
     systems="teacher_conventional teacher_oracle $(student_dirs)"
     for sys in ${systems}; do
         need "$(teacher_model ${sys})" "the training stage of ${sys}"
@@ -641,8 +602,7 @@ if run_stage 9; then
 fi
 
 if run_stage 10; then
-    log "stage 10: scoring, spike timing, plots, RESULTS.md"
-    stage_timer_start
+    stage_start 10 "scoring, spike timing, plots, RESULTS.md"
     for sys in teacher_conventional teacher_oracle $(student_dirs); do
         for x in ${valid_set} ${test_sets}; do
             for mode in ${decode_modes}; do
@@ -664,10 +624,7 @@ if run_stage 10; then
     ${python} -m espnet_oracle.bin.make_results --exp "${exp}" --recipe_dir "${recipe_dir}" \
         --sets "${valid_set} ${test_sets}" --train_set "${train_set}" --seeds "${seeds}" --out "${results}" \
         --condition_files "${condition_files}" --targets "${results_targets}" --extra_metrics "${extra_metrics}" \
-        --kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}" \
-        --guided_ctc_weight "${guided_ctc_weight}" --seq_kd_weight "${seq_kd_weight}" \
-        --seq_kd_nbest "${seq_kd_nbest}" --self_distill_kd_weight "${self_distill_kd_weight}" \
-        --online_teacher "${online_teacher}" --student_inference_model "${student_inference_model}"
+        "${system_opts[@]}" --student_inference_model "${student_inference_model}"
     log "wrote ${results}"
 fi
 log "done (stages ${stage}..${stop_stage})"

@@ -10,11 +10,10 @@ set -uo pipefail
 # shellcheck disable=SC1091
 . "$(dirname "${BASH_SOURCE[0]}")/process_groups.sh"
 max_jobs=0
-gpu=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --max-jobs) max_jobs=$2; shift 2 ;;
-        --gpu) gpu=$2; shift 2 ;;  # accepted for symmetry with run_slurm.sh; local jobs see all devices
+        --gpu) shift 2 ;;  # accepted for symmetry with run_slurm.sh; local jobs see all devices
         *) break ;;
     esac
 done
@@ -29,23 +28,15 @@ if [[ "$1" =~ ^([A-Za-z_]+)=([0-9]+):([0-9]+)$ ]]; then
 fi
 log_template=$1; shift
 
-run_one() {
-    local index=$1; shift
-    local log=$log_template
-    local args=("$@")
-    if [ -n "$var" ]; then
-        log=${log//$var/$index}
-        args=("${args[@]//$var/$index}")
-    fi
+run_one() {  # run_one LOG COMMAND...: append a header, the command's output and its status to LOG
+    local log=$1 start=$SECONDS rc; shift
     mkdir -p "$(dirname "$log")"
     {
         echo "# ==== attempt started at $(date '+%F %T') (run_local.sh, pid $BASHPID) ===="
-        echo "# ${args[*]}"
+        echo "# $*"
     } >> "$log"
-    local start=$SECONDS
-    # shellcheck disable=SC2068
-    bash -c 'exec "$@"' _ "${args[@]}" >> "$log" 2>&1
-    local rc=$?
+    bash -c 'exec "$@"' _ "$@" >> "$log" 2>&1
+    rc=$?
     echo "# finished at $(date '+%F %T') after $((SECONDS - start)) s with status ${rc}" >> "$log"
     return $rc
 }
@@ -59,40 +50,32 @@ end_jobs() {  # end every running job's process group (TERM; KILL what is left a
 trap 'echo "run_local.sh: interrupted; ending ${#pids[@]} job(s)" >&2; end_jobs; exit 130' INT
 trap 'echo "run_local.sh: terminated; ending ${#pids[@]} job(s)" >&2; end_jobs; exit 143' TERM
 
-# wait_one: wait for any job; on failure end the others
-wait_one() {
+wait_one() {  # wait for any job; on failure end the others
     local done_pid rc=0 i
     wait -n -p done_pid "${pids[@]}" || rc=$?
-    for i in "${!pids[@]}"; do
-        [ "${pids[$i]}" = "${done_pid}" ] && unset 'pids[i]'
-    done
+    for i in "${!pids[@]}"; do [ "${pids[$i]}" != "${done_pid}" ] || unset 'pids[i]'; done
     pids=("${pids[@]}")
-    if [ "${rc}" -ne 0 ]; then
-        failed=$((failed + 1))
-        echo "run_local.sh: job failed with status ${rc}; see ${log_of[${done_pid}]}" >&2
-        if [ "${#pids[@]}" -gt 0 ]; then
-            echo "run_local.sh: ending the ${#pids[@]} other running job(s)" >&2
-            end_jobs
-        fi
+    [ "${rc}" -eq 0 ] && return
+    failed=$((failed + 1))
+    echo "run_local.sh: job failed with status ${rc}; see ${log_of[${done_pid}]}" >&2
+    if [ "${#pids[@]}" -gt 0 ]; then
+        echo "run_local.sh: ending the ${#pids[@]} other running job(s)" >&2
+        end_jobs
     fi
 }
 
+# (without JOB=a:b, var is empty and the ${...//${var}/...} substitutions change nothing)
 for ((i = first; i <= last; i++)); do
     [ "${failed}" -eq 0 ] || break
+    log=${log_template//${var}/$i}
     set -m  # the job gets its own process group, so it can be ended with all it started
-    run_one "$i" "$@" &
+    run_one "$log" "${@//${var}/$i}" &
     set +m
     pids+=($!)
-    log=$log_template
-    [ -n "$var" ] && log=${log//$var/$i}
     log_of[$!]=$log
-    if [ "$max_jobs" -gt 0 ] && [ "${#pids[@]}" -ge "$max_jobs" ]; then
-        wait_one
-    fi
+    if [ "$max_jobs" -gt 0 ] && [ "${#pids[@]}" -ge "$max_jobs" ]; then wait_one; fi
 done
-while [ "${#pids[@]}" -gt 0 ]; do
-    wait_one
-done
+while [ "${#pids[@]}" -gt 0 ]; do wait_one; done
 if [ "$failed" -gt 0 ]; then
     shown=${log_template//${var:-@@}/*}
     echo "run_local.sh: ${failed} job(s) failed (of $((last - first + 1))); the rest were ended or not started; see ${shown}" >&2

@@ -50,8 +50,8 @@ trap 'rm -rf "${ids_dir}"' EXIT
 declare -A log_of=()
 pids=() failed=0
 for ((i = first; i <= last; i++)); do
-    log=$log_template args=("$@")
-    if [ -n "$var" ]; then log=${log//$var/$i}; args=("${args[@]//$var/$i}"); fi
+    # (without JOB=a:b, var is empty and the ${...//${var}/...} substitutions change nothing)
+    log=${log_template//${var}/$i} args=("${@//${var}/$i}")
     mkdir -p "$(dirname "$log")"
     script=$(printf '%q ' "${args[@]}")
     header="# ==== attempt started at \$(date '+%F %T') (run_slurm.sh, job \${SLURM_JOB_ID:-?} on \$(hostname)) ===="

@@ -1,5 +1,5 @@
 """LibriSpeech recipes' data side on a LibriSpeech-layout fixture built from FSDD recordings:
-download (file:// URL, checksums), Kaldi data dirs, speed perturbation, local/data.sh of
+download (file:// URL, checksums), Kaldi data dirs, speed perturbation (the pipeline's), local/data.sh of
 both recipes, BPE units. No ESPnet model is built here (fast)."""
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def test_official_checksum_table_is_complete():
 
 
 # --------------------------------------------------------------------------- speed perturbation
-def test_speed_perturbation_files_and_pipe(corpus, tmp_path):
+def test_speed_perturbation(corpus, tmp_path):
     from espnet_oracle.bin import make_features
     from espnet_oracle.bin.make_features import read_pipe
 
@@ -198,7 +198,7 @@ def test_speed_perturbation_files_and_pipe(corpus, tmp_path):
     prep.prepare(root / "LibriSpeech" / "dev-clean", src)
     n = counts["dev-clean"]
     files = tmp_path / "dev_clean_sp"
-    assert sp.perturb_dir(src, files, ["0.9", "1.0", "1.1"], "files", tmp_path / "audio", nj=1) == 3 * n
+    assert sp.perturb_dir(src, files, ["0.9", "1.0", "1.1"], tmp_path / "audio", nj=1) == 3 * n
     utts = validate_data_dir(files, optional=("utt2dur",))
     assert sum(u.startswith("sp0.9-") for u in utts) == n and sum(u.startswith("sp1.1-") for u in utts) == n
     wav, utt2spk = read_kaldi_map(files / "wav.scp"), read_kaldi_map(files / "utt2spk")
@@ -212,32 +212,37 @@ def test_speed_perturbation_files_and_pipe(corpus, tmp_path):
         data, rate = soundfile.read(wav[f"sp{f}-{utt}"], dtype="int16")
         assert rate == 16000 and abs(len(data) - n0 / float(f)) <= 1
         assert abs(float(dur[f"sp{f}-{utt}"]) - len(data) / 16000) < 1e-3
-    # pipe mode: the same samples, read through the command by the features stage (make_features)
-    pipes = tmp_path / "dev_clean_sp_pipe"
-    sp.perturb_dir(src, pipes, ["1.0", "1.1"], "pipe")
-    spec = read_kaldi_map(pipes / "wav.scp")["sp1.1-" + utt]
-    assert spec.endswith("|") and "--pipe 1.1" in spec
-    rate, piped = read_pipe(spec)
-    from_file, _ = soundfile.read(wav["sp1.1-" + utt], dtype="int16")
-    assert rate == 16000 and piped.shape == (len(from_file), 1)
-    np.testing.assert_array_equal(np.round(piped[:, 0] * 32768).astype(np.int16), from_file)
-    # --feats_type raw with pipe entries: the audio is written out (ESPnet's raw reader runs no pipes)
-    make_features.main(["--feats_type", "raw", "--wav_scp", str(pipes / "wav.scp"), "--out_dir",
-                        str(tmp_path / "raw_pipe"), "--fs", "16000"])
-    raw = read_kaldi_map(tmp_path / "raw_pipe" / "wav.1.scp")
-    assert set(raw) == set(read_kaldi_map(pipes / "wav.scp"))
-    assert raw[utt] == original[utt] and not raw["sp1.1-" + utt].endswith("|")
-    written, _ = soundfile.read(raw["sp1.1-" + utt], dtype="int16")
-    np.testing.assert_array_equal(written, from_file)
-    # ESPnet's raw-audio reader (feats_type raw) takes the files mode's wav.scp
+    assert sp.main(["--in_dir", str(src), "--out_dir", str(files), "--audio_dir", str(tmp_path / "audio"),
+                    "--nj", "1"]) == 0                                  # the same options: up to date
+    # ESPnet's raw-audio reader (feats_type raw) takes the perturbed wav.scp
     from espnet2.fileio.sound_scp import SoundScpReader
 
     reader = SoundScpReader(str(files / "wav.scp"), dtype="float32")
     rate, array = reader["sp0.9-" + utt]
     assert rate == 16000 and array.ndim == 1
+    # a `command |` entry, read by the features stage (make_features); raw writes its audio out,
+    # as ESPnet's raw reader runs no pipes
+    from_file, _ = soundfile.read(wav["sp1.1-" + utt], dtype="int16")
+    soundfile.write(tmp_path / "x.wav", from_file, 16000, subtype="PCM_16")
+    pipes = tmp_path / "pipe"
+    (pipes / "wav.scp").parent.mkdir()
+    (pipes / "wav.scp").write_text(f"a {original[utt]}\nb cat {tmp_path / 'x.wav'} |\n")
+    (pipes / "text").write_text("a A\nb B\n")
+    (pipes / "utt2spk").write_text("a s\nb s\n")
+    rate, piped = read_pipe(read_kaldi_map(pipes / "wav.scp")["b"])
+    assert rate == 16000 and piped.shape == (len(from_file), 1)
+    np.testing.assert_array_equal(np.round(piped[:, 0] * 32768).astype(np.int16), from_file)
+    make_features.main(["--feats_type", "raw", "--wav_scp", str(pipes / "wav.scp"), "--out_dir",
+                        str(tmp_path / "raw_pipe"), "--fs", "16000"])
+    raw = read_kaldi_map(tmp_path / "raw_pipe" / "wav.1.scp")
+    assert raw["a"] == original[utt] and not raw["b"].endswith("|")
+    written, _ = soundfile.read(raw["b"], dtype="int16")
+    np.testing.assert_array_equal(written, from_file)
     with pytest.raises(ValueError, match="out of range"):
         sp.parse_factors("0.9 3.0")
     assert sp.parse_factors("0.9,1.0,1.1") == ["0.9", "1.0", "1.1"]
+    with pytest.raises(ValueError, match="is a pipe"):
+        sp.perturb_dir(pipes, tmp_path / "pipe_sp", ["0.9", "1.0"], tmp_path / "audio")
 
 
 # --------------------------------------------------------------------------- local/data.sh
@@ -247,18 +252,20 @@ def test_data_sh_100h_end_to_end(corpus, tmp_path):
     recipe.mkdir()
     (recipe / "db.sh").write_text(f"LIBRISPEECH=${{LIBRISPEECH:-{tmp_path / 'corpus'}}}\n")
     cmd = [str(LOCAL / "data.sh"), "--base_url", (root / "tarballs").as_uri(),
-           "--checksums", str(root / "tarballs" / "checksums.tsv"), "--seed", "0",
-           "--speed_perturb_factors", "0.9,1.0,1.1", "--nj", "1", "--data_dir", "data"]
+           "--checksums", str(root / "tarballs" / "checksums.tsv"), "--seed", "0", "--data_dir", "data"]
     done = subprocess.run(cmd, cwd=recipe, env=env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     data = recipe / "data"
-    for name in ("train_clean_100", "dev_clean", "dev_other", "test_clean", "test_other", "dev",
-                 "train_clean_100_sp"):
+    for name in ("train_clean_100", "dev_clean", "dev_other", "test_clean", "test_other", "dev"):
         validate_data_dir(data / name, optional=("utt2dur",))
     assert len(read_kaldi_map(data / "dev" / "text")) == counts["dev-clean"] + counts["dev-other"]
-    assert len(read_kaldi_map(data / "train_clean_100_sp" / "text")) == 3 * counts["train-clean-100"]
     assert not (data / "train_clean_360").exists()       # the 100 h recipe needs no other train part
     assert "train-clean-360" not in done.stderr
+    # speed perturbation is the pipeline's stage 1 (run.sh --speed_perturb_factors), not data.sh's
+    assert not (data / "train_clean_100_sp").exists()
+    done = subprocess.run(cmd + ["--speed_perturb_factors", "0.9,1.0,1.1"], cwd=recipe, env=env(),
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "unknown option --speed_perturb_factors" in done.stderr
     # wrong checksum through the shell script: refused, exit status != 0
     bad = tmp_path / "bad.tsv"
     rows = [line.split("\t") for line in (root / "tarballs" / "checksums.tsv").read_text().splitlines()]

@@ -64,8 +64,7 @@ def recipe(tmp_path_factory):
     counts = fixture.build(FSDD, tmp / "corpus")
     egs = copy_egs(tmp)
     r = egs / "librispeech_100"
-    done = run(r, tmp / "corpus", "--stop_stage", "3", "--nbpe", str(NBPE), "--nj", "1",
-               "--local_data_opts", "--nj 1 --speed_perturb_factors 0.9,1.0,1.1")
+    done = run(r, tmp / "corpus", "--stop_stage", "3", "--nbpe", str(NBPE), "--nj", "1")
     return r, counts, done, tmp
 
 
@@ -79,9 +78,11 @@ def test_recipe_options_reach_the_pipeline(recipe):
         assert f"stage {stage}:" in done.stdout
     assert "stage 4:" not in done.stdout
     command = (r / "exp" / "commands.log").read_text()
-    for option in ("--feats_type raw", "--fs 16000", f"--train_set {TRAIN}", f"--valid_set {VALID}",
-                   "--token_type bpe", "--nbpe 5000", "--bpemode unigram"):
+    for option in ("--feats_type raw", "--fs 16000", "--train_set train_clean_100", f"--valid_set {VALID}",
+                   "--speed_perturb_factors 0.9 1.0 1.1", "--token_type bpe", "--nbpe 5000", "--bpemode unigram"):
         assert option in command
+    # the pipeline's stage 1 perturbs (local/data.sh has no speed perturbation of its own)
+    assert f"speed perturbation (0.9 1.0 1.1) -> data/{TRAIN}" in done.stdout
     times = [line.split("\t")[0] for line in (r / "exp" / "stage_times.tsv").read_text().splitlines()]
     assert times == ["0", "1", "2", "3"]
 
@@ -108,6 +109,9 @@ def test_data_dirs(recipe):
     assert {u for u in sp if not u.startswith("sp")} == set(base)
     for f in ("0.9", "1.1"):
         assert all(sp[f"sp{f}-{u}"] == t for u, t in base.items())
+    audio = (r / "data" / TRAIN / "audio").resolve()     # the pipeline's stage 1 writes the perturbed flac there
+    assert all(Path(p).is_relative_to(audio) for u, p in read_kaldi_map(r / "data" / TRAIN / "wav.scp").items()
+               if u.startswith("sp"))
     dev = read_kaldi_map(r / "data" / VALID / "text")
     assert dev == {**read_kaldi_map(r / "data" / "dev_clean" / "text"), **read_kaldi_map(r / "data" / "dev_other" / "text")}
 
@@ -184,10 +188,10 @@ def test_second_run_is_up_to_date(recipe):
 def test_960h_run_sh_names_the_sets_its_data_sh_writes(recipe):
     _, counts, _, tmp = recipe
     r = tmp / "egs" / "librispeech"
-    run(r, tmp / "corpus", "--stage", "1", "--stop_stage", "1", "--local_data_opts",
-        "--nj 1 --speed_perturb_factors 0.9,1.0,1.1")
+    run(r, tmp / "corpus", "--stage", "1", "--stop_stage", "1", "--nj", "1")
     command = (r / "exp" / "commands.log").read_text()
-    assert "--train_set train_960_sp" in command and "--feats_type raw" in command
+    assert "--train_set train_960 " in command and "--feats_type raw" in command
+    assert "--speed_perturb_factors 0.9 1.0 1.1" in command
     train = sum(counts[p] for p in ("train-clean-100", "train-clean-360", "train-other-500"))
     assert len(validate_data_dir(r / "data" / "train_960_sp", optional=("utt2dur",))) == 3 * train
     for name in [VALID, *TESTS]:

@@ -35,9 +35,8 @@ def main(argv=None):
     p.add_argument("--nj", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    lines = [x.split(maxsplit=1) for x in Path(args.wav_scp).read_text(encoding="utf-8").splitlines() if x.strip()]
-    mine = np.array_split(np.arange(len(lines)), args.nj)[args.job - 1]
     reader = SoundScpReader(args.wav_scp, dtype="float32", always_2d=True)
+    mine = np.array_split(list(reader.keys()), args.nj)[args.job - 1]
     out, j = args.out_dir, args.job
     (out / "data").mkdir(parents=True, exist_ok=True)
     if args.feats_type == "fbank":
@@ -46,9 +45,9 @@ def main(argv=None):
     else:
         writer = SoundScpWriter(out / "data", out / f"wav.{j}.scp.tmp", format="wav")
     with writer:
-        for i in mine:
-            utt, where = lines[i]
-            pipe = where.rstrip().endswith("|")
+        for utt in mine:
+            where = reader.get_path(utt)
+            pipe = where.endswith("|")  # (the reader strips trailing blanks)
             rate, wav = read_pipe(where) if pipe else reader[utt]
             wav = torch.from_numpy(np.ascontiguousarray(wav.T[:1]))  # first channel, (1, samples)
             if args.feats_type == "raw" and rate == args.fs and not pipe:

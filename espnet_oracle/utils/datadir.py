@@ -48,8 +48,8 @@ def atomic_copy(src, dst) -> None:
     atomic_write_bytes(dst, Path(src).read_bytes())
 
 
-def write_kaldi_map(path, mapping, sort: bool = True) -> None:
-    keys = sorted(mapping) if sort else list(mapping)
+def write_kaldi_map(path, mapping) -> None:
+    keys = sorted(mapping)  # C-locale order, as Kaldi's data dirs
     if any(not k or any(c.isspace() for c in k) for k in keys):
         raise ValueError(f"{path}: empty key or key with whitespace")
     atomic_write_text(path, "".join(f"{k} {mapping[k]}".rstrip() + "\n" for k in keys))

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # LibriSpeech data preparation (shared by egs/librispeech_100 and egs/librispeech). Run from the recipe dir.
 #
-# Usage: local/data.sh [--stage 1] [--stop_stage 3] [--librispeech DIR] [--base_url URL]
+# Usage: local/data.sh [--stage 1] [--stop_stage 2] [--librispeech DIR] [--base_url URL]
 #                      [--train_set NAME] [--train_parts "..."] [--dev_parts "..."] [--test_parts "..."]
-#                      [--speed_perturb_factors "0.9 1.0 1.1"] [--sp_mode files|pipe] [--sp_audio_dir DIR]
-#                      [--checksums FILE] [--nj N] [--data_dir data]
+#                      [--checksums FILE] [--data_dir data]
 #
 # Stages:
 #   1  download + verify (md5/sha256, local/librispeech_checksums.tsv) + extract every needed part
@@ -12,7 +11,7 @@
 #      parts already extracted, or an extracted LibriSpeech/<part>/ tree you put there, are used as they are
 #   2  Kaldi data dirs: data/<part with _> for every part, data/<train_set> (the train parts combined),
 #      data/dev (= dev_clean + dev_other, the validation set, as in ESPnet's recipes)
-#   3  speed perturbation (only with --speed_perturb_factors): data/<train_set>_sp
+# Speed perturbation is the pipeline's (run.sh: --speed_perturb_factors, data/<train_set>_sp).
 # Defaults are the 100 h recipe's; the 960 h recipe passes its train parts and train set.
 set -euo pipefail
 
@@ -25,7 +24,7 @@ python=${PYTHON:-python3}
 # shellcheck disable=SC1091
 [ -f db.sh ] && . ./db.sh   # LIBRISPEECH, LIBRISPEECH_URL (the environment wins there)
 stage=1
-stop_stage=3
+stop_stage=2
 librispeech=${LIBRISPEECH:-downloads}
 base_url=${LIBRISPEECH_URL:-https://www.openslr.org/resources/12}
 checksums=${local_dir}/librispeech_checksums.tsv
@@ -33,16 +32,12 @@ train_set=train_clean_100
 train_parts="train-clean-100"
 dev_parts="dev-clean dev-other"
 test_parts="test-clean test-other"
-speed_perturb_factors=""   # e.g. "0.9 1.0 1.1" or 0.9,1.0,1.1 (ESPnet's recipes use 0.9 1.0 1.1)
-sp_mode=files          # files | pipe (see espnet_oracle/bin/speed_perturb.py)
-sp_audio_dir=""
-nj=4
 data_dir=data
 seed=0   # accepted for the pipeline's interface; nothing here is random
 
-usage() { sed -n '4,7p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '4,6p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 
-options=" stage stop_stage librispeech base_url checksums train_set train_parts dev_parts test_parts speed_perturb_factors sp_mode sp_audio_dir nj data_dir seed "
+options=" stage stop_stage librispeech base_url checksums train_set train_parts dev_parts test_parts data_dir seed "
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -53,7 +48,7 @@ while [ $# -gt 0 ]; do
     [[ ${options} == *" ${name} "* ]] || { usage; die "unknown option --${name}"; }
     printf -v "${name}" '%s' "${value}"
 done
-for v in stage stop_stage nj; do
+for v in stage stop_stage; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "--${v} must be a non-negative integer, got '${!v}'"
 done
 
@@ -84,13 +79,5 @@ if run_stage 2; then
     [ "${train_set}" = "${train_parts//-/_}" ] || combine "${train_set}" ${train_parts}
     # shellcheck disable=SC2086
     combine dev ${dev_parts}
-fi
-
-if run_stage 3 && [ -n "${speed_perturb_factors}" ]; then
-    log "stage 3: speed perturbation (${speed_perturb_factors}, ${sp_mode}) -> ${data_dir}/${train_set}_sp"
-    "${python}" -m espnet_oracle.bin.speed_perturb --in_dir "${data_dir}/${train_set}" \
-        --out_dir "${data_dir}/${train_set}_sp" --factors "${speed_perturb_factors}" --mode "${sp_mode}" \
-        --audio_dir "${sp_audio_dir:-dump/audio_sp/${train_set}}" --nj "${nj}" \
-        || die "speed perturbation failed (see above)"
 fi
 log "done"
