@@ -245,6 +245,25 @@ def test_speed_perturbation(corpus, tmp_path):
         sp.perturb_dir(pipes, tmp_path / "pipe_sp", ["0.9", "1.0"], tmp_path / "audio")
 
 
+
+def test_speed_perturbation_keeps_any_sample_rate(tmp_path):
+    """8 kHz (FSDD-like) and stereo audio: same rate and channels out, duration / factor."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    for utt, (rate, shape) in {"a": (8000, (8000,)), "b": (22050, (11025, 2))}.items():
+        soundfile.write(tmp_path / f"{utt}.wav", rng.uniform(-0.5, 0.5, shape), rate, subtype="PCM_16")
+    (data / "wav.scp").write_text(f"a {tmp_path / 'a.wav'}\nb {tmp_path / 'b.wav'}\n")
+    (data / "text").write_text("a ONE\nb TWO\n")
+    (data / "utt2spk").write_text("a s\nb s\n")
+    assert sp.perturb_dir(data, tmp_path / "sp", ["0.9", "1.0"], tmp_path / "audio") == 4
+    wav = read_kaldi_map(tmp_path / "sp" / "wav.scp")
+    out, rate = soundfile.read(wav["sp0.9-a"], dtype="int16")
+    assert rate == 8000 and out.ndim == 1 and abs(len(out) - 8000 / 0.9) <= 1
+    out, rate = soundfile.read(wav["sp0.9-b"], dtype="int16")
+    assert rate == 22050 and out.shape[1] == 2 and abs(len(out) - 11025 / 0.9) <= 1
+
+
 # --------------------------------------------------------------------------- local/data.sh
 def test_data_sh_100h_end_to_end(corpus, tmp_path):
     root, counts = corpus

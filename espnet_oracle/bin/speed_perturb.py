@@ -9,8 +9,8 @@ Usage::
 
 As ESPnet: for every factor f != 1 a copy of the set whose utterance AND speaker ids get the prefix
 ``sp<f>-`` and whose audio is ``sox speed f`` (tempo and pitch x f, duration / f); factor 1.0 is the
-set itself. ``speed f`` is a resampling: the signal is read as if sampled at f x 16 kHz and resampled
-to 16 kHz (``scipy.signal.resample_poly``); ``utt2dur`` is scaled. The perturbed audio is written
+set itself. ``speed f`` is a resampling: the signal is read as if sampled at f x its rate and resampled
+to its rate (``scipy.signal.resample_poly``; any rate, mono or channels kept); ``utt2dur`` is scaled. The perturbed audio is written
 once as 16-bit flac under ``--audio_dir/sp<f>/<speaker>/<utt>.flac`` (resumable: finished files are
 kept), so that every reader takes it, ESPnet's ``sound`` loader (``feats_type raw``, which runs no
 ``command |`` pipes) included. Disk: about 2x the set's flac.
@@ -35,8 +35,6 @@ from espnet_oracle.utils.datadir import (
     write_kaldi_map,
 )
 
-SAMPLE_RATE = 16000
-
 
 def log(msg: str) -> None:
     print(f"speed_perturb.py: {msg}", file=sys.stderr, flush=True)
@@ -55,13 +53,14 @@ def parse_factors(text: str) -> list[str]:
 
 
 def perturb(wave, factor: float):
-    """``sox speed <factor>`` of a 1-D float waveform as 16-bit samples: length N / factor, pitch x factor."""
+    """``sox speed <factor>`` of a float waveform (N,) or (N, C) as 16-bit samples: length N / factor,
+    pitch x factor, same sample rate."""
     import numpy as np
     from scipy.signal import resample_poly
 
     ratio = Fraction(factor).limit_denominator(1000)
     # read at factor x rate, resample to rate: up = 1/factor = denominator/numerator
-    out = resample_poly(np.asarray(wave, dtype=np.float64), ratio.denominator, ratio.numerator)
+    out = resample_poly(np.asarray(wave, dtype=np.float64), ratio.denominator, ratio.numerator, axis=0)
     out = np.clip(out, -1.0, 1.0 - 2.0**-15).astype(np.float32)
     return np.round(out * 32768.0).astype(np.int16)  # in range: clipped to [-1, 1 - 2^-15] above
 
@@ -74,10 +73,8 @@ def _make_one(job: tuple[str, str, float]) -> None:
     if Path(dst).exists():
         return
     wave, rate = soundfile.read(src, dtype="float32")
-    if rate != SAMPLE_RATE or wave.ndim != 1:
-        raise ValueError(f"{src}: {rate} Hz, {wave.ndim}-D; expected {SAMPLE_RATE} Hz mono")
     buf = io.BytesIO()
-    soundfile.write(buf, perturb(wave, factor), SAMPLE_RATE, subtype="PCM_16", format="FLAC")
+    soundfile.write(buf, perturb(wave, factor), rate, subtype="PCM_16", format="FLAC")
     atomic_write_bytes(dst, buf.getvalue())
 
 
