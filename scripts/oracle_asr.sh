@@ -506,9 +506,11 @@ student_args() {
         echo --model_conf "online_teacher_config=${exp}/${teacher}/config.yaml" \
             --model_conf "online_teacher_model_file=$(teacher_model "${teacher}")"
     else
-        # top-k dumps reach the loss as top-k (kd_loss.frame_kd_loss_topk), never expanded to V a frame
-        local entry=teacher_post,teacher_posterior
-        [ "${post_format}" = topk ] && entry=teacher_topk_post,teacher_topk_posterior
+        # top-k dumps reach the loss as top-k (kd_loss.frame_kd_loss_topk), never expanded to V a frame;
+        # the dump's own format decides (meta.json), not --post_format, so a dense dump stays readable
+        local entry=teacher_post,teacher_posterior fmt=${post_format} meta=${post}/${train_set}/meta.json
+        [ -f "${meta}" ] && fmt=$(${python} -c 'import json, sys; print(json.load(open(sys.argv[1]))["format"])' "${meta}")
+        [ "${fmt}" = topk ] && entry=teacher_topk_post,teacher_topk_posterior
         echo --train_data_path_and_name_and_type "${post}/${train_set}/post.scp,${entry}" \
             --valid_data_path_and_name_and_type "${post}/${valid_set}/post.scp,${entry}"
     fi

@@ -13,7 +13,7 @@ max_jobs=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --max-jobs) max_jobs=$2; shift 2 ;;
-        --gpu) shift 2 ;;  # accepted for symmetry with run_slurm.sh; local jobs see all devices
+        --gpu) : "${2?--gpu needs a value}"; shift 2 ;;  # as run_slurm.sh's; local jobs see all devices
         *) break ;;
     esac
 done

@@ -15,7 +15,18 @@ from espnet_oracle.asr.kd_loss import frame_kd_loss, frame_kd_loss_topk, unpack_
 from espnet_oracle.utils import posteriors
 from espnet_oracle.utils.posteriors import TeacherPosteriorReader, topk_pack, topk_to_dense, topk_unpack
 
-from test_kd import TOKENS, UTT_IDS, V, _encode, _write_set, build, speech_batch, student, student_and_args, feat_dim  # noqa: F401
+from test_kd import (  # noqa: F401  (fixtures: build, student, student_and_args, feat_dim; TOKENS for conftest)
+    TOKENS,
+    UTT_IDS,
+    V,
+    _encode,
+    _write_set,
+    build,
+    feat_dim,
+    speech_batch,
+    student,
+    student_and_args,
+)
 
 
 def _batch(seed, b=3, t=9, v=V, k=4, scale=3.0, peaky=False):
@@ -86,6 +97,12 @@ def test_topk_loss_fails_without_the_leftover_term():
     assert (truncated - ref).abs().max() > 0.1
 
 
+def test_float16_batches_are_refused():
+    _, compact, _, _ = _batch(5)
+    with pytest.raises(ValueError, match="float32"):
+        unpack_topk_batch(compact.half())
+
+
 def test_floor_is_the_storage_floor():
     assert kd_loss.LOG_LEFTOVER_FLOOR == posteriors.LOG_LEFTOVER_FLOOR
 
@@ -117,8 +134,9 @@ def test_topk_data_type_reads_compact_frames(task, tmp_path):
 
 @pytest.mark.parametrize("frames", ["all", "teacher_nonblank_renorm"])
 def test_student_gives_the_same_loss_from_topk_and_dense(build, student, feat_dim, frames):
-    model = build("--model", "kd_student", "--model_conf", "kd_weight=0.5", "--model_conf", "kd_temperature=2.0",
-                  "--model_conf", f"kd_frames={frames}", "--model_conf", "guided_ctc_weight=0.5")[0].eval()
+    model = build("--model", "kd_student", "--model_conf", "kd_weight=0.5",
+                  "--model_conf", "kd_temperature=2.0", "--model_conf", f"kd_frames={frames}",
+                  "--model_conf", "guided_ctc_weight=0.5")[0].eval()
     model.load_state_dict(student.state_dict())
     speech, lengths, text, tl = speech_batch(feat_dim)
     _, lens = _encode(model, speech, lengths)

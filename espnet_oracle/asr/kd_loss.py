@@ -85,6 +85,8 @@ def unpack_topk_batch(packed: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor,
     Returns (B, T', k) long token ids (most likely first), (B, T', k) float
     log-probs, (B, T') float leftover log-mass, and the vocabulary size.
     """
+    if packed.dtype not in (torch.float32, torch.float64):  # float16 would round ids > 2048
+        raise ValueError(f"top-k teacher posteriors must be float32 (--train_dtype), got {packed.dtype}")
     width = packed.size(-1)
     if width < 4 or width % 2:
         raise ValueError(f"top-k teacher posteriors of width {width} are not (frames, 2k + 2)")
@@ -109,7 +111,7 @@ def frame_kd_loss_topk(
     (top-k renormalised to ``1 - leftover``, the leftover spread evenly over the
     other V - k tokens); the KL to it needs the student's log-probs only at the k
     ids and their sum over the vocabulary, so the (B, T', V) teacher tensor is
-    never built: the data loader moves 4k + 8 bytes a frame instead of 4V.
+    never built: the data loader moves 8k + 8 bytes a frame (float32) instead of 4V.
 
     Args:
         student_logits: (B, T', V) unnormalized student scores.

@@ -59,7 +59,8 @@ class KDStudentModel(ESPnetASRModel):
     frame KD as before; the other two are added on top (0 = off).
 
     - KD: ``sum_t KL(p_teacher^tau(t) || p_student^tau(t))`` over the frames
-      chosen by ``kd_frames``, from the stored posteriors ``teacher_post`` or,
+      chosen by ``kd_frames``, from the stored posteriors ``teacher_post`` (dense) or
+      ``teacher_topk_post`` (top-k, ``kd_loss.frame_kd_loss_topk``) or,
       with ``online_teacher_config``/``online_teacher_model_file``, from a
       frozen teacher run inside each step (see below).
     - GuidedCTC (Kurata & Audhkhasi, Interspeech 2019, see
@@ -320,14 +321,15 @@ class KDStudentModel(ESPnetASRModel):
         online = self.online_teacher_config is not None
         if online and (teacher_post is not None or teacher_post_lengths is not None):
             raise ValueError(
-                "model: kd_student got both stored teacher posteriors (teacher_post) and an online "
-                f"teacher ({self.online_teacher_config}): give one (drop the teacher_post data "
-                "entries or the online_teacher_* model_conf)"
+                "model: kd_student got both stored teacher posteriors (teacher_post or teacher_topk_post) "
+                f"and an online teacher ({self.online_teacher_config}): give one (drop the posterior "
+                "data entries or the online_teacher_* model_conf)"
             )
         if (self.kd_weight > 0 or self.guided_ctc_weight > 0) and not (has_post or online):
             raise ValueError(
                 "model: kd_student needs teacher posteriors (kd_weight or guided_ctc_weight "
                 "> 0): add --train_data_path_and_name_and_type "
+                "<post.scp>,teacher_topk_post,teacher_topk_posterior (top-k dumps) or "
                 "<post.scp>,teacher_post,teacher_posterior (and the same for --valid_...)"
             )
         has_hyp = teacher_hyp is not None and teacher_hyp_lengths is not None
@@ -356,7 +358,9 @@ class KDStudentModel(ESPnetASRModel):
             teacher_post = teacher_post[:, : encoder_out.size(1)]
             if topk:
                 ids, values, leftover, teacher_vocab_size = unpack_topk_batch(teacher_post)
-                teacher_best = ids[..., 0]  # the expanded frame's argmax: its spread leftover is smaller
+                # the teacher's top-1 token (its spread leftover is smaller); on a float16 tie it may
+                # differ from the expanded frame's first-index argmax, and is the truer one
+                teacher_best = ids[..., 0]
             else:
                 teacher_vocab_size, teacher_best = teacher_post.size(-1), teacher_post.argmax(dim=-1)
             self.check_frames(encoder_out_lens, teacher_post_lengths, teacher_vocab_size, utt_id)

@@ -9,8 +9,9 @@ Usage::
 
 As ESPnet: for every factor f != 1 a copy of the set whose utterance AND speaker ids get the prefix
 ``sp<f>-`` and whose audio is ``sox speed f`` (tempo and pitch x f, duration / f); factor 1.0 is the
-set itself. ``speed f`` is a resampling: the signal is read as if sampled at f x its rate and resampled
-to its rate (``scipy.signal.resample_poly``; any rate, mono or channels kept); ``utt2dur`` is scaled. The perturbed audio is written
+set itself. ``speed f`` is a resampling: the signal is read as if sampled at f x its rate and
+resampled to its rate (``scipy.signal.resample_poly``; any rate, channels kept); ``utt2dur`` is
+scaled. The perturbed audio is written
 once as 16-bit flac under ``--audio_dir/sp<f>/<speaker>/<utt>.flac`` (resumable: finished files are
 kept), so that every reader takes it, ESPnet's ``sound`` loader (``feats_type raw``, which runs no
 ``command |`` pipes) included. Disk: about 2x the set's flac.

@@ -58,7 +58,8 @@ class OracleASRTask(ASRTask):
     def optional_data_names(
         cls, train: bool = True, inference: bool = False
     ) -> Tuple[str, ...]:
-        return tuple(super().optional_data_names(train, inference)) + (TEACHER_POST, TEACHER_POST_TOPK, TEACHER_HYP)
+        ours = (TEACHER_POST, TEACHER_POST_TOPK, TEACHER_HYP)
+        return tuple(super().optional_data_names(train, inference)) + ours
 
     @classmethod
     @typechecked
