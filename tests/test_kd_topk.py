@@ -13,7 +13,13 @@ import torch
 from espnet_oracle.asr import kd_loss
 from espnet_oracle.asr.kd_loss import frame_kd_loss, frame_kd_loss_topk, unpack_topk_batch
 from espnet_oracle.utils import posteriors
-from espnet_oracle.utils.posteriors import TeacherPosteriorReader, topk_pack, topk_to_dense, topk_unpack
+from espnet_oracle.utils.posteriors import (
+    TeacherPosteriorReader,
+    topk_compact,
+    topk_pack,
+    topk_to_dense,
+    topk_unpack,
+)
 
 from test_kd import (  # noqa: F401  (fixtures: build, student, student_and_args, feat_dim; TOKENS for conftest)
     TOKENS,
@@ -29,6 +35,18 @@ from test_kd import (  # noqa: F401  (fixtures: build, student, student_and_args
 )
 
 
+def _stored(teacher, lengths, k):
+    """(B, T, V) teacher log-probs -> what stage 8 hands a student from a top-k dump: the compact
+    (B, T, 2k + 2) batch and its dense expansion (B, T, V), zero-padded past ``lengths``."""
+    b, t, v = teacher.shape
+    compact, dense = torch.zeros(b, t, 2 * k + 2), torch.zeros(b, t, v)
+    for i, n in enumerate(lengths.tolist()):
+        ids, values, leftover = topk_unpack(topk_pack(teacher[i, :n].numpy(), k))
+        compact[i, :n] = torch.from_numpy(topk_compact(ids, values, leftover, v))
+        dense[i, :n] = torch.from_numpy(topk_to_dense(ids, values, leftover, v))
+    return compact, dense
+
+
 def _batch(seed, b=3, t=9, v=V, k=4, scale=3.0, peaky=False):
     """Student logits, the compact (B, T, 2k + 2) teacher batch, its dense expansion, lengths."""
     g = torch.Generator().manual_seed(seed)
@@ -38,14 +56,7 @@ def _batch(seed, b=3, t=9, v=V, k=4, scale=3.0, peaky=False):
         teacher[:, ::2, 3] += 40.0
         teacher = torch.log_softmax(teacher.double(), dim=-1)
     lengths = torch.tensor([t, t - 3, 2][:b])
-    compact = torch.zeros(b, t, 2 * k + 2)
-    dense = torch.zeros(b, t, v)
-    for i in range(b):
-        n = int(lengths[i])
-        ids, values, leftover = topk_unpack(topk_pack(teacher[i, :n].numpy(), k))
-        frames = np.concatenate([ids, values, leftover[:, None], np.full((n, 1), v)], axis=1)
-        compact[i, :n] = torch.from_numpy(frames.astype(np.float32))
-        dense[i, :n] = torch.from_numpy(topk_to_dense(ids, values, leftover, v))
+    compact, dense = _stored(teacher, lengths, k)
     return student_logits, compact, dense, lengths
 
 
@@ -144,13 +155,7 @@ def test_student_gives_the_same_loss_from_topk_and_dense(build, student, feat_di
     g = torch.Generator().manual_seed(21)
     teacher = torch.log_softmax(torch.randn(3, t, V, generator=g) * 3, -1)
     teacher[:, ::3, 0] += 8.0  # some blank frames
-    compact = torch.zeros(3, t, 10)
-    dense = torch.zeros(3, t, V)
-    for i, n in enumerate(lens.tolist()):
-        ids, values, leftover = topk_unpack(topk_pack(torch.log_softmax(teacher[i, :n], -1).numpy(), 4))
-        compact[i, :n] = torch.from_numpy(np.concatenate(
-            [ids, values, leftover[:, None], np.full((n, 1), V)], axis=1).astype(np.float32))
-        dense[i, :n] = torch.from_numpy(topk_to_dense(ids, values, leftover, V))
+    compact, dense = _stored(torch.log_softmax(teacher, -1), lens, k=4)
     with torch.no_grad():
         _, stats, _ = model(speech.clone(), lengths, text, tl, teacher_topk_post=compact,
                             teacher_topk_post_lengths=lens, utt_id=UTT_IDS)

@@ -135,24 +135,22 @@ def frame_kd_loss_topk(
     values = teacher_values.float().masked_fill(~valid.unsqueeze(-1), 0.0)
     left = teacher_leftover.float().masked_fill(~valid, LOG_LEFTOVER_FLOOR).clamp(min=LOG_LEFTOVER_FLOOR)
     left = left.unsqueeze(-1)  # (B, T', 1)
-    if others > 0:
-        kept_total = _log1mexp(left)
-    else:
-        kept_total = torch.zeros_like(left)
-    top = (values - torch.logsumexp(values, dim=-1, keepdim=True) + kept_total) / temperature
-    rest = (left - math.log(max(others, 1))) / temperature  # each other token's log-prob x 1/tau
-    if others > 0:
+    top = values - torch.logsumexp(values, dim=-1, keepdim=True)
+    if others > 0:  # the top k keep 1 - leftover; each other token gets leftover / (V - k)
+        top = (top + _log1mexp(left)) / temperature
+        rest = (left - math.log(others)) / temperature
         total = torch.logsumexp(torch.cat([top, rest + math.log(others)], dim=-1), dim=-1, keepdim=True)
     else:
+        top = top / temperature
         total = torch.logsumexp(top, dim=-1, keepdim=True)
-    top, rest = top - total, rest - total  # the softened teacher's log-probs
+    top = top - total  # the softened teacher's log-probs
     student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     student_top = student.gather(-1, teacher_ids)
     kl = (top.exp() * (top - student_top)).sum(dim=-1)  # (B, T')
     if others > 0:
+        rest = (rest - total).squeeze(-1)  # each other token's softened log-prob
         student_rest = student.sum(dim=-1) - student_top.sum(dim=-1)
-        rest, rest_prob = rest.squeeze(-1), rest.squeeze(-1).exp()
-        kl = kl + rest_prob * (others * rest - student_rest)
+        kl = kl + rest.exp() * (others * rest - student_rest)
     return sum_frames(kl, valid, frame_mask, renormalize)
 
 

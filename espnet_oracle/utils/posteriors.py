@@ -98,6 +98,15 @@ def topk_to_dense(
     return dense.astype(np.float32)
 
 
+def topk_compact(ids: np.ndarray, values: np.ndarray, leftover: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Unpacked top-k frames -> the (T', 2k + 2) float32 items of data type ``teacher_topk_posterior``:
+    [ids | log-probs | leftover log-mass | vocabulary size] (``kd_loss.unpack_topk_batch`` reads them)."""
+    frames = len(ids)
+    return np.concatenate([ids.astype(np.float32), values.astype(np.float32),
+                           leftover.reshape(frames, 1).astype(np.float32),
+                           np.full((frames, 1), vocab_size, dtype=np.float32)], axis=1)
+
+
 def _ark_path(spec: str) -> str:
     """The file of a kaldi scp value ``path.ark:offset`` (or ``path.ark:offset[slice]``)."""
     head, sep, tail = spec.rpartition(":")
@@ -306,11 +315,9 @@ class TeacherPosteriorReader(Mapping):
         if self.fmt == "dense":
             return array.astype(np.float32)
         ids, values, leftover = topk_unpack(array)
-        if not self.compact:
-            return topk_to_dense(ids, values, leftover, self.vocab_size)
-        frames = len(ids)
-        vocab = np.full((frames, 1), self.vocab_size, dtype=np.float32)
-        return np.concatenate([ids.astype(np.float32), values, leftover.reshape(frames, 1), vocab], axis=1)
+        if self.compact:
+            return topk_compact(ids, values, leftover, self.vocab_size)
+        return topk_to_dense(ids, values, leftover, self.vocab_size)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.arrays)

@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     from espnet2.train.dataset import ESPnetDataset
 
     from espnet_oracle.asr.kd_loss import frame_kd_loss, frame_kd_loss_topk, unpack_topk_batch
-    from espnet_oracle.utils.posteriors import PosteriorWriter, write_meta
+    from espnet_oracle.utils.posteriors import PosteriorWriter, merge_shards
 
     torch.manual_seed(0)
     utt_ids = [f"utt{i:03d}" for i in range(args.utts)]
@@ -62,8 +62,7 @@ def main(argv=None) -> dict:
         for utt in utt_ids:
             writer.write(utt, torch.log_softmax(torch.randn(args.frames, args.vocab) * 3, -1).numpy())
         writer.close()
-        (Path(tmp) / "post.scp").write_bytes(writer.scp.read_bytes())
-        write_meta(tmp, format="topk", k=args.k, vocab_size=args.vocab)
+        merge_shards(tmp, 1, dict(format="topk", k=args.k, vocab_size=args.vocab, stamp=None))
         scp = str(Path(tmp) / "post.scp")
         result = {"vocab": args.vocab, "k": args.k, "batch": f"{args.utts} x {args.frames} frames",
                   "device": args.device, "torch_threads": torch.get_num_threads()}
