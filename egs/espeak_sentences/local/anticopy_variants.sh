@@ -2,14 +2,14 @@
 # Oracle Teacher anti-copy variants of this recipe: each is conf/train_teacher_oracle.yaml plus the
 # options below, trained into exp/anticopy/<variant>/teacher_oracle (pipeline stage 5) and probed
 # like the default (stage 6, against the shared exp/teacher_conventional).
-#   local/anticopy_variants.sh [--variants "dropout posenc_dropout"] [--stage 5] [--stop_stage 6] [--parallel 2]
-#       [--exp exp] [--run_opts "--teacher_conf conf/fast/... --oracle_conf conf/fast/..."]
+#   local/anticopy_variants.sh [--variants "nodropout posenc"] [--stage 5] [--stop_stage 6] [--parallel 2]
+#       [--exp exp] [--run_opts "--oracle_conf conf/other.yaml"]
 # --exp: the experiment dir holding teacher_conventional (variants go to <exp>/anticopy/<variant>);
 # --run_opts: more options of every ./run.sh call (e.g. other configs).
 # Stage 5 trains the variants, --parallel at a time (one core each); stage 6 needs
 # exp/teacher_conventional (./run.sh --stop_stage 4). Then local/summarize.py tabulates everything.
 set -euo pipefail
-variants="dropout"
+variants="nodropout"
 stage=5
 stop_stage=6
 parallel=2
@@ -24,12 +24,10 @@ done
 cd "$(dirname "$0")/.."
 options_of() {
     case "$1" in
-        dropout) echo "--encoder_conf target_token_dropout=0.3" ;;
+        nodropout) echo "--encoder_conf target_token_dropout=0.0" ;;  # the 2026-11-28 default
         dropout50) echo "--encoder_conf target_token_dropout=0.5" ;;
-        posenc) echo "--encoder_conf target_positional_encoding=true" ;;
-        posenc_dropout) echo "--encoder_conf target_positional_encoding=true --encoder_conf target_token_dropout=0.3" ;;
-        aux_ctc) echo "--model_conf aux_source_ctc_weight=0.3" ;;
-        dropout_aux_ctc) echo "--encoder_conf target_token_dropout=0.3 --model_conf aux_source_ctc_weight=0.3" ;;
+        posenc) echo "--encoder_conf target_positional_encoding=true" ;;  # with the default 30 % dropout
+        aux_ctc) echo "--model_conf aux_source_ctc_weight=0.3" ;;  # with the default 30 % dropout
         *) echo "$0: unknown variant $1" >&2; return 1 ;;
     esac
 }

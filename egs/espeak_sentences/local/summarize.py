@@ -2,7 +2,7 @@
 """Markdown tables of the de-risk: teachers' WER/CER and the Oracle Teachers' copy probes, from the
 stage-6 outputs (``<exp>/teacher_eval/summary.tsv``) and training curves (``cer_curve.tsv``).
 
-    local/summarize.py [--exp exp] [--variants "dropout ..."] [--out exp/derisk_summary.md]
+    local/summarize.py [--exp exp] [--variants "nodropout ..."] [--out exp/derisk_summary.md]
 
 Systems: the conventional teacher and the default Oracle Teacher from ``<exp>/teacher_eval``, each
 variant's Oracle Teacher from ``<exp>/anticopy/<variant>/teacher_eval``. Missing results are left out
@@ -41,11 +41,11 @@ def fmt(x, pct=False, nd=2):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exp", default="exp")
-    ap.add_argument("--variants", default="dropout")
+    ap.add_argument("--variants", default="nodropout")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     exp = Path(a.exp)
-    systems = [("default (no target positions, no token dropout)", exp / "teacher_eval", exp / "teacher_oracle")]
+    systems = [("default (30 % target-token dropout, no target positions)", exp / "teacher_eval", exp / "teacher_oracle")]
     systems += [(v, exp / "anticopy" / v / "teacher_eval", exp / "anticopy" / v / "teacher_oracle")
                 for v in a.variants.split()]
     lines = []
