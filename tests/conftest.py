@@ -30,6 +30,20 @@ def token_file(request, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def write_mvn_stats():
+    """``write(path, dim, mean=-5.0, var=4.0)``: an ESPnet global-MVN stats file (``feats_stats.npz``
+    as collect_stats writes it) of constant per-bin mean and variance."""
+    import numpy as np
+
+    def write(path, dim: int, mean: float = -5.0, var: float = 4.0, count: int = 1000):
+        means, variances = np.full(dim, mean), np.full(dim, var)
+        np.savez(path, count=count, sum=means * count, sum_square=(variances + means**2) * count)
+        return path
+
+    return write
+
+
 @pytest.fixture(scope="module")
 def teacher_dir(task, token_file, tmp_path_factory):
     """A tiny conventional CTC teacher (d = 16, one block, random weights) laid out like a

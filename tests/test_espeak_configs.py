@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,15 +19,13 @@ EXPECTED_M = {
 }
 
 
+TOKENS = ["<blank>", "<unk>"] + [f"t{i}" for i in range(297)] + ["<sos/eos>"]  # 300 units
+
+
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(token_file, write_mvn_stats, tmp_path_factory):
     d = tmp_path_factory.mktemp("espeak_conf")
-    tokens = d / "tokens.txt"
-    tokens.write_text("\n".join(["<blank>", "<unk>"] + [f"t{i}" for i in range(297)] + ["<sos/eos>"]) + "\n")
-    stats = d / "feats_stats.npz"
-    mean, var = np.full(40, -5.0), np.full(40, 4.0)
-    np.savez(stats, count=1000, sum=mean * 1000, sum_square=(var + mean**2) * 1000)
-    return tokens, stats, d
+    return token_file, write_mvn_stats(d / "feats_stats.npz", 40), d
 
 
 @pytest.mark.parametrize("yaml_name", sorted(EXPECTED_M))

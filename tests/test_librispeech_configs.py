@@ -40,16 +40,13 @@ def tiny_args(yaml_name: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, write_mvn_stats):
     d = tmp_path_factory.mktemp("ls_conf")
     small = d / "tokens30.txt"
     small.write_text("\n".join(["<blank>", "<unk>"] + [f"t{i}" for i in range(27)] + ["<sos/eos>"]) + "\n")
     full = d / "tokens5000.txt"
     full.write_text("\n".join(["<blank>", "<unk>"] + [f"t{i}" for i in range(4997)] + ["<sos/eos>"]) + "\n")
-    stats = d / "feats_stats.npz"
-    mean, var = np.full(80, -5.0), np.full(80, 4.0)
-    np.savez(stats, count=1000, sum=mean * 1000, sum_square=(var + mean**2) * 1000)
-    return {"small": small, "full": full, "stats": stats, "out": d}
+    return {"small": small, "full": full, "stats": write_mvn_stats(d / "feats_stats.npz", 80), "out": d}
 
 
 def build(task, files, conf: Path, tokens: Path, *extra):
