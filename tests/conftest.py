@@ -44,6 +44,33 @@ def write_mvn_stats():
     return write
 
 
+@pytest.fixture(scope="session")
+def step_twice():
+    """``step(task, model, args, inputs)``: two training steps with the config's optimizer and
+    gradient clipping; finite losses, >90 % of the parameter tensors changed; returns the losses."""
+    import torch
+
+    def step(task, model, args, inputs):
+        optimizer = task.build_optimizers(args, model)[0]
+        before = {k: v.detach().clone() for k, v in model.named_parameters()}
+        model.train()
+        losses = []
+        for _ in range(2):
+            fresh = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+            loss, stats, _ = model(**fresh)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            optimizer.step()
+            assert torch.isfinite(loss), stats
+            losses.append(float(loss.detach()))
+        changed = sum(not torch.equal(before[k], v) for k, v in model.named_parameters())
+        assert changed > 0.9 * len(before)
+        return losses
+
+    return step
+
+
 @pytest.fixture(scope="module")
 def teacher_dir(task, token_file, tmp_path_factory):
     """A tiny conventional CTC teacher (d = 16, one block, random weights) laid out like a

@@ -32,7 +32,7 @@ def test_greedy_error_rates_and_peakiness(tmp_path, capsys):
     wrong = frames([2, 0, 2, 0, 4, 0, 0, 0], peak=0.501)  # "▁A ▁A ▁C" -> A A C
     kaldiio.save_ark(str(post / "post.ark"), {"u1": topk_pack(right, 3), "u2": topk_pack(wrong, 3)},
                      scp=str(post / "post.scp"), write_function="numpy")  # as dump_posteriors writes
-    write_meta(str(post), format="topk", k=3)
+    write_meta(str(post), format="topk", k=3, vocab_size=len(TOKENS))
     spec = importlib.util.spec_from_file_location("posterior_stats", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
