@@ -33,11 +33,12 @@ def token_file(request, tmp_path_factory):
 @pytest.fixture(scope="session")
 def write_mvn_stats():
     """``write(path, dim, mean=-5.0, var=4.0)``: an ESPnet global-MVN stats file (``feats_stats.npz``
-    as collect_stats writes it) of constant per-bin mean and variance."""
+    as collect_stats writes it); ``mean``/``var`` a scalar (every bin) or one value per bin."""
     import numpy as np
 
-    def write(path, dim: int, mean: float = -5.0, var: float = 4.0, count: int = 1000):
-        means, variances = np.full(dim, mean), np.full(dim, var)
+    def write(path, dim: int, mean=-5.0, var=4.0, count: int = 1000):
+        means = np.broadcast_to(np.asarray(mean, dtype=float), (dim,))
+        variances = np.broadcast_to(np.asarray(var, dtype=float), (dim,))
         np.savez(path, count=count, sum=means * count, sum_square=(variances + means**2) * count)
         return path
 

@@ -7,7 +7,6 @@ steps on input that earlier steps already masked and normalised.
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -23,13 +22,10 @@ FEAT_DIM = yaml.safe_load(STUDENT_YAML.read_text(encoding="utf-8"))["input_size"
 
 
 @pytest.fixture(scope="module")
-def stats_file(tmp_path_factory):
+def stats_file(tmp_path_factory, write_mvn_stats):
     """Global-MVN stats far from the data's own, so normalising visibly changes the input."""
-    path = tmp_path_factory.mktemp("stats") / "feats_stats.npz"
-    count = 1000
-    mean, std = np.full(FEAT_DIM, 3.0), np.full(FEAT_DIM, 2.0)
-    np.savez(path, count=np.array(count), sum=mean * count, sum_square=(std**2 + mean**2) * count)
-    return path
+    return write_mvn_stats(tmp_path_factory.mktemp("stats") / "feats_stats.npz", FEAT_DIM,
+                           mean=3.0, var=2.0**2)
 
 
 def test_every_step_gets_an_unmodified_copy(task, token_file, stats_file):

@@ -42,13 +42,12 @@ SHRINK = {
 
 
 @pytest.fixture(scope="module")
-def stats_file(tmp_path_factory):
+def stats_file(tmp_path_factory, write_mvn_stats):
     """Global-MVN stats far from mean 0 / variance 1: normalizing twice would show."""
-    path = tmp_path_factory.mktemp("stats") / "feats_stats.npz"
-    count, rng = 1000, np.random.default_rng(0)
-    mean, std = rng.normal(2.0, 1.0, FEAT_DIM), rng.uniform(1.5, 3.0, FEAT_DIM)
-    np.savez(path, count=np.array(count), sum=mean * count, sum_square=(std**2 + mean**2) * count)
-    return path
+    rng = np.random.default_rng(0)
+    return write_mvn_stats(tmp_path_factory.mktemp("stats") / "feats_stats.npz", FEAT_DIM,
+                           mean=rng.normal(2.0, 1.0, FEAT_DIM),
+                           var=rng.uniform(1.5, 3.0, FEAT_DIM) ** 2)
 
 
 def _args(task, config, token_file, stats_file, out, *extra):

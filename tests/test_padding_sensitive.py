@@ -46,16 +46,16 @@ SHRINK = {
 
 
 @pytest.fixture(scope="module")
-def stats_file(tmp_path_factory):
+def stats_file(tmp_path_factory, write_mvn_stats):
     """Global-MVN stats (as the pipeline's stage 3 writes them) of any dimension asked for."""
     root = tmp_path_factory.mktemp("stats")
 
     def _stats(dim):
         path = root / f"feats_stats_{dim}.npz"
         if not path.exists():
-            count, rng = 1000, np.random.default_rng(dim)
-            mean, std = rng.normal(5.0, 2.0, dim), rng.uniform(1.0, 3.0, dim)
-            np.savez(path, count=np.array(count), sum=mean * count, sum_square=(std**2 + mean**2) * count)
+            rng = np.random.default_rng(dim)
+            write_mvn_stats(path, dim, mean=rng.normal(5.0, 2.0, dim),
+                            var=rng.uniform(1.0, 3.0, dim) ** 2)
         return path
 
     return _stats
