@@ -170,11 +170,24 @@ def test_shards_of_another_stamp_are_never_mixed(teacher_dir, feats_dir, one_pro
     assert all(not np.array_equal(new[u], old[u]) for u in TEXTS)
 
 
-def test_stage7_runner_pattern(teacher_dir, feats_dir, one_process, tmp_path, capsys):
+def _in_own_process(teacher_dir, feats_dir, out, mode: str) -> str:
+    """``--prepare`` or ``--merge`` as stage 7 runs it, in a process of its own; asserts that it did
+    not import torch or ESPnet (each costs seconds per call, 8 calls per recipe run); its stdout."""
+    code = ("import sys; from espnet_oracle.bin import dump_posteriors; dump_posteriors.main(sys.argv[1:]); "
+            "heavy = [m for m in ('torch', 'espnet2', 'espnet') if m in sys.modules]; "
+            "assert not heavy, f'imported {heavy}'")
+    result = subprocess.run([sys.executable, "-c", code, *_argv(teacher_dir, feats_dir, out, "--num_jobs", "2", mode)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_stage7_runner_pattern(teacher_dir, feats_dir, one_process, tmp_path):
     """What stage 7 runs: prepare, then JOB=1:2 as two parallel processes through
-    scripts/run_local.sh (the part that needs processes), then merge."""
+    scripts/run_local.sh (the part that needs processes), then merge; prepare and merge are cheap
+    processes (no torch or ESPnet import)."""
     out = tmp_path / "post"
-    assert _prepare(teacher_dir, feats_dir, out, capsys) == "dump"
+    assert _in_own_process(teacher_dir, feats_dir, out, "--prepare").splitlines()[-1] == "dump"
     cmd = [sys.executable, "-m", "espnet_oracle.bin.dump_posteriors",
            *_argv(teacher_dir, feats_dir, out, "--num_jobs", "2", "--job", "JOB")]
     jobs = subprocess.run([str(REPO / "scripts" / "run_local.sh"), "JOB=1:2", str(out / "logs" / "dump.JOB.log"),
@@ -182,5 +195,6 @@ def test_stage7_runner_pattern(teacher_dir, feats_dir, one_process, tmp_path, ca
     logs = "".join(p.read_text() for p in sorted((out / "logs").glob("dump.*.log")))
     assert jobs.returncode == 0, jobs.stderr + logs
     assert "job 1/2" in logs and "job 2/2" in logs
-    _merge(teacher_dir, feats_dir, out)
+    assert "7 utterances" in _in_own_process(teacher_dir, feats_dir, out, "--merge")
     _same_as(out, one_process)
+    assert _in_own_process(teacher_dir, feats_dir, out, "--prepare").splitlines()[-1] == "done"

@@ -30,11 +30,9 @@ import time
 from pathlib import Path
 from typing import Optional, Tuple
 
-import torch
 import yaml
-from tqdm import tqdm
 
-from espnet_oracle.utils.datadir import atomic_write_text
+from espnet_oracle.utils.datadir import atomic_write_text, model_file, read_kaldi_map, speech_scp
 from espnet_oracle.utils.posteriors import (
     META_NAME,
     PosteriorWriter,
@@ -81,7 +79,6 @@ def main(argv=None):
         sys.exit(f"dump_posteriors: --job must be in 1..--num_jobs ({args.num_jobs}), got {args.job}")
     if args.shard_size < 1:
         sys.exit("dump_posteriors: --shard_size must be >= 1")
-    torch.set_num_threads(max(1, args.nj))
     if args.prepare:
         # the answer is stdout's last line; what is said on the way goes to stderr
         print(prepare(args, say=lambda text: print(text, file=sys.stderr))[0])
@@ -98,16 +95,12 @@ def main(argv=None):
 
 
 def _model_path(args) -> Path:
-    from espnet_oracle.utils.inference import model_file
-
     return model_file(Path(args.exp_dir))
 
 
 def input_signature(model_path: Path, feats_dir) -> str:
     """sha256 over path, size and modification time of the model, the set's feats.scp (or wav.scp),
     its text and every file the scp points into: cheap, and equal signatures stand for equal stamps."""
-    from espnet_oracle.utils.inference import speech_scp
-
     scp = speech_scp(feats_dir)
     files = [Path(model_path), scp, Path(feats_dir) / "text"]
     lines = scp.read_text(encoding="utf-8").splitlines() if scp.exists() else []
@@ -176,8 +169,20 @@ def prepare(args, say) -> Tuple[str, dict]:
     return "dump", stamp
 
 
-def _shards(args, data) -> list[list[str]]:
-    ids = data.utt_ids
+def set_utt_ids(feats_dir) -> list[str]:
+    """The sorted utterance ids of a dump dir, as ``FeatureSet`` has them, without loading the model's
+    preprocessing (and so torch and ESPnet): what --prepare and --merge need."""
+    scp = speech_scp(feats_dir)
+    if not scp.exists():
+        raise FileNotFoundError(f"{scp} not found — run stage 2 (features) first")
+    ids, texts = sorted(read_kaldi_map(scp)), read_kaldi_map(Path(feats_dir) / "text")
+    missing = [u for u in ids if u not in texts]
+    if missing:
+        raise ValueError(f"{feats_dir}/text lacks utterances of {scp.name}: {missing[:5]}")
+    return ids
+
+
+def _shards(args, ids) -> list[list[str]]:
     return [ids[i : i + args.shard_size] for i in range(0, len(ids), args.shard_size)]
 
 
@@ -187,6 +192,8 @@ def job_of(shard: int, num_jobs: int) -> int:
 
 
 def _device(args, job: int) -> str:
+    import torch
+
     if args.ngpu < 1:
         return "cpu"
     if not torch.cuda.is_available():
@@ -198,13 +205,17 @@ def _device(args, job: int) -> str:
 def run_job(args, job: int, num_jobs: int, stamp: Optional[dict] = None) -> None:
     """Dump the shards of job ``job`` of ``num_jobs``; finished shards of the stamp are kept
     (the model is loaded only when a shard is left to dump)."""
+    import torch
+    from tqdm import tqdm
+
     from espnet_oracle.utils.inference import FeatureSet, ctc_log_probs, load_model
 
+    torch.set_num_threads(max(1, args.nj))
     out_dir = Path(args.out_dir)
     stamp = stamp if stamp is not None else current_stamp(args)
     data = FeatureSet(Path(args.feats_dir), _train_args(Path(args.exp_dir)))
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
-    mine = [(n, ids) for n, ids in enumerate(_shards(args, data), 1) if job_of(n, num_jobs) == job]
+    mine = [(n, ids) for n, ids in enumerate(_shards(args, data.utt_ids), 1) if job_of(n, num_jobs) == job]
     todo = []
     stale_told = False
     for index, shard_ids in mine:
@@ -253,14 +264,12 @@ def _train_args(exp_dir: Path) -> argparse.Namespace:
 
 def merge(args, stamp: Optional[dict] = None, started: Optional[float] = None) -> None:
     """post.scp, utt2num_frames, meta.json, stats.json and .done from the finished shards."""
-    from espnet_oracle.utils.inference import FeatureSet
-
     out_dir = Path(args.out_dir)
     stamp = stamp if stamp is not None else current_stamp(args)
     model_path = _model_path(args)
     train_args = _train_args(Path(args.exp_dir))
-    data = FeatureSet(Path(args.feats_dir), train_args)
-    shards = _shards(args, data)
+    utt_ids = set_utt_ids(args.feats_dir)
+    shards = _shards(args, utt_ids)
     states = dict(missing=[], stale=[], other=[], ok=[])
     for index, shard_ids in enumerate(shards, 1):
         writer = PosteriorWriter(str(out_dir), str(index), fmt=args.format, k=args.topk, stamp=stamp)
@@ -276,8 +285,8 @@ def merge(args, stamp: Optional[dict] = None, started: Optional[float] = None) -
             PosteriorWriter(str(out_dir), path.name[len("post."):-len(".scp")]).remove()
 
     def check_ids(ids):
-        if ids != sorted(data.utt_ids):
-            missing_ids = sorted(set(data.utt_ids) - set(ids))[:5]
+        if ids != sorted(utt_ids):
+            missing_ids = sorted(set(utt_ids) - set(ids))[:5]
             sys.exit(f"dump_posteriors: {out_dir} does not cover {args.feats_dir}: e.g. {missing_ids}")
 
     shift = next((info["frame_shift_ms"] for info in infos if info.get("frame_shift_ms") is not None), None)

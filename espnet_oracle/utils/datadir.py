@@ -1,4 +1,5 @@
-"""Kaldi-style data dir files (``<key> <value>`` lines), written atomically; exists for the recipes' data prep."""
+"""Kaldi-style data dir files (``<key> <value>`` lines), written atomically; exists for the recipes' data prep
+and for the tools' bookkeeping (no torch or ESPnet import here: short-lived processes stay cheap)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 
 class DataDirError(ValueError):
@@ -78,3 +80,25 @@ def validate_data_dir(data_dir, required=("wav.scp", "text", "utt2spk"), optiona
             raise DataDirError(f"data dir {data_dir}: utterance ids of {names[0]} and {name} differ")
         ids = keys
     return ids
+
+
+# The model and input files every tool finds in an experiment / dump dir; here, not in
+# utils/inference.py, so that finding them does not import torch and ESPnet (dump bookkeeping).
+def model_file(exp_dir: Path, name: Optional[str] = None) -> Path:
+    """The averaged checkpoint ESPnet leaves after training (valid.loss.ave.pth), or the one named."""
+    if name is not None:
+        if not (Path(exp_dir) / name).exists():
+            raise FileNotFoundError(f"{exp_dir}: no {name} — train it first (or name another checkpoint)")
+        return Path(exp_dir) / name
+    for name in ("valid.loss.ave.pth", "valid.loss.best.pth", "latest.pth"):
+        path = Path(exp_dir) / name
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"{exp_dir}: no trained model (valid.loss.ave.pth) — train it first")
+
+
+def speech_scp(feats_dir) -> Path:
+    """The input list of a dump dir: feats.scp, or wav.scp for --feats_type raw."""
+    feats_dir = Path(feats_dir)
+    return feats_dir / "feats.scp" if (feats_dir / "feats.scp").exists() or not (feats_dir / "wav.scp").exists() \
+        else feats_dir / "wav.scp"

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from espnet.nets.pytorch_backend.nets_utils import pad_list
 
-from espnet_oracle.utils.datadir import read_kaldi_map
+from espnet_oracle.utils.datadir import model_file, read_kaldi_map, speech_scp  # noqa: F401 (re-exported)
 
 # ESPnet's CTC-only models call a deprecated autocast API on every forward: it says nothing about our runs.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"espnet2\..*")
@@ -26,19 +26,6 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"espnet2\..*")
 FEATURE_SHIFT_MS = 10.0
 # Kaldi fbank (torchaudio.compliance.kaldi.fbank, snip_edges): frame i spans [10 i, 10 i + 25) ms
 FBANK_CENTRE_MS = 12.5
-
-
-def model_file(exp_dir: Path, name: Optional[str] = None) -> Path:
-    """The averaged checkpoint ESPnet leaves after training (valid.loss.ave.pth), or the one named."""
-    if name is not None:
-        if not (Path(exp_dir) / name).exists():
-            raise FileNotFoundError(f"{exp_dir}: no {name} — train it first (or name another checkpoint)")
-        return Path(exp_dir) / name
-    for name in ("valid.loss.ave.pth", "valid.loss.best.pth", "latest.pth"):
-        path = Path(exp_dir) / name
-        if path.exists():
-            return path
-    raise FileNotFoundError(f"{exp_dir}: no trained model (valid.loss.ave.pth) — train it first")
 
 
 def load_model(exp_dir: Path, device: str = "cpu", name: Optional[str] = None
@@ -84,13 +71,6 @@ def is_oracle(model: torch.nn.Module) -> bool:
     from espnet_oracle.asr.oracle_teacher_model import OracleTeacherModel
 
     return isinstance(model, OracleTeacherModel)
-
-
-def speech_scp(feats_dir) -> Path:
-    """The input list of a dump dir: feats.scp, or wav.scp for --feats_type raw."""
-    feats_dir = Path(feats_dir)
-    return feats_dir / "feats.scp" if (feats_dir / "feats.scp").exists() or not (feats_dir / "wav.scp").exists() \
-        else feats_dir / "wav.scp"
 
 
 class _Waveforms:

@@ -143,7 +143,7 @@ def text_fingerprint(text_file) -> Optional[str]:
 
 def dump_stamp(model_path, feats_dir, fmt: str, k: int) -> dict:
     """What a set of posteriors is made from: compared on every re-run and before KD."""
-    from espnet_oracle.utils.inference import speech_scp
+    from espnet_oracle.utils.datadir import speech_scp
 
     feats_scp = speech_scp(feats_dir)
     if not feats_scp.exists():
