@@ -10,7 +10,8 @@ import torch
 import torchaudio
 
 from espnet_oracle.bin import make_features
-from espnet_oracle.utils.datadir import DataDirError, read_kaldi_map, validate_data_dir, write_kaldi_map
+from espnet_oracle.utils.datadir import (DataDirError, read_kaldi_map, set_transcripts, validate_data_dir,
+                                        write_kaldi_map)
 
 
 def make_wavs(tmp_path, rate, n=3):
@@ -72,4 +73,16 @@ def test_datadir_helpers(tmp_path):
     (d / "text").write_text("a ONE\na TWO\n")
     with pytest.raises(DataDirError, match="repeated key"):
         read_kaldi_map(d / "text")
-    torch.manual_seed(0)
+
+
+def test_set_transcripts_follow_the_scp_and_refuse_a_short_text(tmp_path):
+    d = tmp_path / "dump"
+    with pytest.raises(FileNotFoundError, match="feats.scp not found"):
+        set_transcripts(d)
+    d.mkdir()
+    (d / "wav.scp").write_text("b b.wav\na a.wav\n")
+    (d / "text").write_text("a ONE\nb TWO\nc THREE\n")
+    assert list(set_transcripts(d).items()) == [("a", "ONE"), ("b", "TWO")]
+    (d / "feats.scp").write_text("a x.ark:1\nz x.ark:9\n")  # feats.scp wins over wav.scp
+    with pytest.raises(DataDirError, match=r"text lacks utterances of feats.scp: \['z'\]"):
+        set_transcripts(d)

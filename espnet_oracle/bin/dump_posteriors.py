@@ -32,7 +32,7 @@ from typing import Optional, Tuple
 
 import yaml
 
-from espnet_oracle.utils.datadir import atomic_write_text, model_file, read_kaldi_map, speech_scp
+from espnet_oracle.utils.datadir import atomic_write_text, model_file, set_transcripts, speech_scp
 from espnet_oracle.utils.posteriors import (
     META_NAME,
     PosteriorWriter,
@@ -169,19 +169,6 @@ def prepare(args, say) -> Tuple[str, dict]:
     return "dump", stamp
 
 
-def set_utt_ids(feats_dir) -> list[str]:
-    """The sorted utterance ids of a dump dir, as ``FeatureSet`` has them, without loading the model's
-    preprocessing (and so torch and ESPnet): what --prepare and --merge need."""
-    scp = speech_scp(feats_dir)
-    if not scp.exists():
-        raise FileNotFoundError(f"{scp} not found — run stage 2 (features) first")
-    ids, texts = sorted(read_kaldi_map(scp)), read_kaldi_map(Path(feats_dir) / "text")
-    missing = [u for u in ids if u not in texts]
-    if missing:
-        raise ValueError(f"{feats_dir}/text lacks utterances of {scp.name}: {missing[:5]}")
-    return ids
-
-
 def _shards(args, ids) -> list[list[str]]:
     return [ids[i : i + args.shard_size] for i in range(0, len(ids), args.shard_size)]
 
@@ -268,7 +255,7 @@ def merge(args, stamp: Optional[dict] = None, started: Optional[float] = None) -
     stamp = stamp if stamp is not None else current_stamp(args)
     model_path = _model_path(args)
     train_args = _train_args(Path(args.exp_dir))
-    utt_ids = set_utt_ids(args.feats_dir)
+    utt_ids = list(set_transcripts(args.feats_dir))
     shards = _shards(args, utt_ids)
     states = dict(missing=[], stale=[], other=[], ok=[])
     for index, shard_ids in enumerate(shards, 1):

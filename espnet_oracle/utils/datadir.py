@@ -102,3 +102,17 @@ def speech_scp(feats_dir) -> Path:
     feats_dir = Path(feats_dir)
     return feats_dir / "feats.scp" if (feats_dir / "feats.scp").exists() or not (feats_dir / "wav.scp").exists() \
         else feats_dir / "wav.scp"
+
+
+def set_transcripts(feats_dir) -> dict[str, str]:
+    """``{utt: transcript}`` of a dump dir, in the sorted order of its feats.scp / wav.scp; refuses a
+    text that lacks some of the scp's utterances."""
+    scp = speech_scp(feats_dir)
+    if not scp.exists():
+        raise FileNotFoundError(f"{scp} not found — run stage 2 (features) first")
+    texts = read_kaldi_map(Path(feats_dir) / "text")
+    ids = sorted(read_kaldi_map(scp))
+    missing = [u for u in ids if u not in texts]
+    if missing:
+        raise DataDirError(f"{feats_dir}/text lacks utterances of {scp.name}: {missing[:5]}")
+    return {u: texts[u] for u in ids}

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from espnet.nets.pytorch_backend.nets_utils import pad_list
 
-from espnet_oracle.utils.datadir import model_file, read_kaldi_map, speech_scp  # noqa: F401 (re-exported)
+from espnet_oracle.utils.datadir import model_file, read_kaldi_map, set_transcripts, speech_scp
 
 # ESPnet's CTC-only models call a deprecated autocast API on every forward: it says nothing about our runs.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"espnet2\..*")
@@ -103,8 +103,8 @@ class FeatureSet:
 
         self.feats_dir = Path(feats_dir)
         scp = speech_scp(self.feats_dir)
-        if not scp.exists():
-            raise FileNotFoundError(f"{scp} not found — run stage 2 (features) first")
+        self.texts = set_transcripts(self.feats_dir)  # also refuses a set without features
+        self.utt_ids = list(self.texts)
         # feats.scp: feature frames (10 ms); wav.scp (--feats_type raw): samples, the model's frontend
         # makes frames of hop_length samples
         self.raw = scp.name == "wav.scp"
@@ -124,11 +124,6 @@ class FeatureSet:
             self.input_centre_ms = 0.0 if conf.get("center", True) else 500.0 * int(conf.get("n_fft", 512)) / fs
         else:
             self.feats = kaldiio.load_scp(str(scp))
-        self.texts = read_kaldi_map(self.feats_dir / "text")
-        missing = [u for u in self.feats.keys() if u not in self.texts]
-        if missing:
-            raise ValueError(f"{self.feats_dir}/text lacks utterances of feats.scp: {missing[:5]}")
-        self.utt_ids = sorted(self.feats.keys())
         shape = self.feats_dir / "feats_shape"
         self.lengths = {u: int(v.split(",")[0]) for u, v in read_kaldi_map(shape).items()} \
             if shape.exists() else {}
