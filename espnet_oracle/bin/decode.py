@@ -45,8 +45,9 @@ def decode_one(job):
     from espnet.nets.batch_beam_search import BatchBeamSearch
     from espnet.nets.scorers.ctc import CTCPrefixScorer
 
+    from espnet_oracle.utils.datadir import model_file
     from espnet_oracle.utils.inference import (FeatureSet, encode_batch, greedy_path, is_oracle, load_model,
-                                               model_file, quiet_model_build)
+                                               quiet_model_build)
 
     torch.set_num_threads(1)
     exp_dir, feats_dir = Path(exp_dir), Path(feats_dir)

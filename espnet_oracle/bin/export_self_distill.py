@@ -80,7 +80,7 @@ def export(exp_dir, model_file: Optional[Path] = None) -> Tuple[Path, Path]:
 
     import torch
 
-    from espnet_oracle.utils.inference import model_file as default_model_file
+    from espnet_oracle.utils.datadir import model_file as default_model_file
 
     exp_dir = Path(exp_dir)
     source = exp_dir / "config.yaml"

@@ -265,7 +265,7 @@ def plot_attention(model, data, utt_ids: Sequence[str], out_dir: Path) -> List[P
 def teacher_models(conventional_dir: Path, oracle_dir: Path) -> Dict[str, Optional[str]]:
     """sha256 of each teacher's model file (None where there is none): stored in summary.json,
     so stage 10 can tell results of the current teachers from those of earlier ones."""
-    from espnet_oracle.utils.inference import model_file
+    from espnet_oracle.utils.datadir import model_file
     from espnet_oracle.utils.stamps import sha256_file
 
     out = {}

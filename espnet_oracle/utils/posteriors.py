@@ -24,7 +24,7 @@ import kaldiio
 import numpy as np
 from scipy.special import logsumexp
 
-from espnet_oracle.utils.datadir import atomic_write_text
+from espnet_oracle.utils.datadir import atomic_write_text, speech_scp
 from espnet_oracle.utils.stamps import read_stamp, sha256_file
 
 META_NAME = "meta.json"
@@ -143,8 +143,6 @@ def text_fingerprint(text_file) -> Optional[str]:
 
 def dump_stamp(model_path, feats_dir, fmt: str, k: int) -> dict:
     """What a set of posteriors is made from: compared on every re-run and before KD."""
-    from espnet_oracle.utils.datadir import speech_scp
-
     feats_scp = speech_scp(feats_dir)
     if not feats_scp.exists():
         raise FileNotFoundError(f"{feats_scp} not found — run stage 2 (features) first")
