@@ -79,9 +79,10 @@ def recipe(tmp_path_factory):
         f.write_text(yaml.safe_dump(tiny(yaml.safe_load(f.read_text()))))
     after = {d: digests(d) for d in before}
     env = dict(os.environ, ESPNET_ORACLE_ROOT=str(ROOT))
+    # --nj 1: nj 2 doubles stage 7's dump processes, each importing ESPnet (the smoke run keeps nj 2)
     result = subprocess.run(
         [str(r / "run.sh"), "--stage", "1", "--test_sets", "eval", "--token_type", "bpe", "--nbpe", "20",
-         "--seeds", "1", "--beam_size", "2"], cwd=tmp, env=env, capture_output=True, text=True)
+         "--seeds", "1", "--beam_size", "2", "--nj", "1"], cwd=tmp, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return r, result.stdout, before, after
 

@@ -83,9 +83,10 @@ def recipe(tmp_path_factory):
         f" --font_dirs {DEJAVU} --word_list {tmp / 'words'} --train_fonts DejaVuSans,DejaVuSerif"
         " --unseen_fonts DejaVuSansMono --test_string_fraction 0.3")
     env = dict(os.environ, STR_BENCHMARKS=f"mini={bench}", STR_FEATURE_OPTS="")
+    # --nj 1: nj 2 doubles stage 7's dump processes, each importing ESPnet (the smoke run keeps nj 2)
     result = subprocess.run(
         [str(r / "run.sh"), "--stage", "1", "--local_data_opts", data_opts, "--seeds", "1",
-         "--decode_modes", "greedy", "--probe_sets", "dev"],
+         "--decode_modes", "greedy", "--probe_sets", "dev", "--nj", "1"],
         cwd=r, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return r, result.stdout
