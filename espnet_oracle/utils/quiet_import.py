@@ -1,8 +1,8 @@
 """Import ESPnet's ASR task without the noise it prints when offline, and without loading the
 English text front-ends until they are used.
-Why it exists: every pipeline process imports the task, and a third of that import (about 4 s of
-13 on 2 cores) is g2p_en (with nltk) and tacotron_cleaner (with inflect), which only phoneme
-tokenizers and the "tacotron" cleaner call; offline, the same import prints errors that are not errors.
+Why it exists: every pipeline process imports the task, and g2p_en (with nltk) and tacotron_cleaner
+(with inflect), which only phoneme tokenizers and the "tacotron" cleaner call, cost about 3 s of its
+11-13 s on 2 cores; offline, the same import prints errors that are not errors.
 
 ``espnet2.tasks.asr`` pulls in g2p_en, which asks nltk to download tagger data at import time and
 prints an error when there is no network, and it reports the missing optional flash-attn package.
@@ -14,6 +14,7 @@ read (ESPnet reaches both only as ``module.attribute``), so a config that uses t
 
 import contextlib
 import importlib
+import importlib.machinery
 import importlib.util
 import io
 import sys
