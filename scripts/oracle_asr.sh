@@ -438,23 +438,28 @@ if run_stage 7; then
     # each); finished shards of the same stamp are reused
     dump_cmd=${decode_cmd} dump_ngpu=0
     [ "${ngpu}" -eq 0 ] || dump_cmd=${cuda_cmd:-${train_cmd}} dump_ngpu=1
+    # one set of jobs per teacher covers both sets: each job imports ESPnet and loads the model once
     for t in ${dump_teachers}; do
         need_teacher "${t}"
-        for x in ${train_set} ${valid_set}; do
-            post_dir=${exp}/${t}/posteriors/${x}
-            dump_args=(--exp_dir "${exp}/${t}" --feats_dir "${feats_dir}/${x}" --out_dir "${post_dir}"
-                --format "${post_format}" --topk "${post_topk}" --num_jobs "${nj}")
-            state=$(${python} -m espnet_oracle.bin.dump_posteriors "${dump_args[@]}" --prepare) \
-                || die "could not check ${post_dir} (see above)"
-            state=${state##*$'\n'}  # the answer is the last line
-            [ "${state}" != done ] || continue  # (it said so)
-            ${dump_cmd} JOB=1:${nj} "${post_dir}/logs/dump.JOB.log" \
-                ${python} -m espnet_oracle.bin.dump_posteriors "${dump_args[@]}" --job JOB \
-                --ngpu "${dump_ngpu}" \
-                || die "dumping ${post_dir} failed; see ${post_dir}/logs/ (rerun the stage to resume it)"
-            ${python} -m espnet_oracle.bin.dump_posteriors "${dump_args[@]}" --merge \
-                || die "could not merge ${post_dir} (see above)"
+        post_root=${exp}/${t}/posteriors
+        sets=(${train_set} ${valid_set})
+        set_args=(--feats_dir "${sets[@]/#/${feats_dir}/}" --out_dir "${sets[@]/#/${post_root}/}")
+        options=(--exp_dir "${exp}/${t}" --format "${post_format}" --topk "${post_topk}" --num_jobs "${nj}")
+        states=$(${python} -m espnet_oracle.bin.dump_posteriors "${options[@]}" "${set_args[@]}" --prepare) \
+            || die "could not check ${post_root}/{${sets[*]}} (see above)"
+        mapfile -t states < <(tail -n "${#sets[@]}" <<< "${states}")  # one answer per set, last lines
+        todo=()
+        for i in "${!sets[@]}"; do
+            [ "${states[i]}" = done ] || todo+=("${sets[i]}")
         done
+        [ "${#todo[@]}" -gt 0 ] || continue  # (it said so)
+        set_args=(--feats_dir "${todo[@]/#/${feats_dir}/}" --out_dir "${todo[@]/#/${post_root}/}")
+        ${dump_cmd} JOB=1:${nj} "${post_root}/logs/dump.JOB.log" \
+            ${python} -m espnet_oracle.bin.dump_posteriors "${options[@]}" "${set_args[@]}" --job JOB \
+            --ngpu "${dump_ngpu}" \
+            || die "dumping ${post_root}/{${todo[*]}} failed; see ${post_root}/logs/ (rerun the stage to resume it)"
+        ${python} -m espnet_oracle.bin.dump_posteriors "${options[@]}" "${set_args[@]}" --merge \
+            || die "could not merge ${post_root}/{${todo[*]}} (see above)"
     done
     # KD variants: only what --student_systems needs (nothing for the default systems)
     if system_teachers posterior_teacher | grep -qx teacher_average; then

@@ -198,3 +198,49 @@ def test_stage7_runner_pattern(teacher_dir, feats_dir, one_process, tmp_path):
     assert "7 utterances" in _in_own_process(teacher_dir, feats_dir, out, "--merge")
     _same_as(out, one_process)
     assert _in_own_process(teacher_dir, feats_dir, out, "--prepare").splitlines()[-1] == "done"
+
+
+def test_one_job_covers_several_sets_and_loads_the_teacher_once(teacher_dir, feats_dir, one_process, tmp_path,
+                                                               capsys, monkeypatch):
+    """Stage 7 passes both sets to one set of jobs: ``--feats_dir A B --out_dir PA PB`` pairs them
+    in order, prepare answers per set, and each job loads the teacher once for both."""
+    from espnet_oracle.utils import inference
+
+    valid = tmp_path / "valid"  # another set: three utterances of its own
+    valid.mkdir()
+    rng = np.random.default_rng(1)
+    dim = next(iter(kaldiio.load_scp(str(feats_dir / "feats.scp")).values())).shape[1]
+    valid_texts = {"v1": "dig", "v2": "bead", "v3": "cafe"}
+    feats = {u: rng.standard_normal((25 + 4 * i, dim)).astype(np.float32) for i, u in enumerate(valid_texts)}
+    kaldiio.save_ark(str(valid / "feats.ark"), feats, scp=str(valid / "feats.scp"))
+    (valid / "text").write_text("".join(f"{u} {t}\n" for u, t in valid_texts.items()), encoding="utf-8")
+    valid_ref = tmp_path / "valid_ref"
+    _dump(*_argv(teacher_dir, valid, valid_ref))
+
+    out_train, out_valid = tmp_path / "post_train", tmp_path / "post_valid"
+
+    def argv(*extra):
+        return ["--exp_dir", str(teacher_dir), "--feats_dir", str(feats_dir), str(valid),
+                "--out_dir", str(out_train), str(out_valid), "--shard_size", "2", "--batch_size", "3",
+                "--topk", "4", "--num_jobs", "2", *extra]
+
+    capsys.readouterr()
+    _dump(*argv("--prepare"))
+    assert capsys.readouterr().out.strip().splitlines()[-2:] == ["dump", "dump"]
+    loads = []
+    real_load = inference.load_model
+    monkeypatch.setattr(inference, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    for job in (1, 2):
+        _dump(*argv("--job", str(job)))
+    assert len(loads) == 2  # one per job, not one per job and set
+    _dump(*argv("--merge"))
+    _same_as(out_train, one_process)
+    got = {u: np.array(a) for u, a in kaldiio.load_scp(str(out_valid / "post.scp")).items()}
+    want = {u: np.array(a) for u, a in kaldiio.load_scp(str(valid_ref / "post.scp")).items()}
+    assert sorted(got) == sorted(valid_texts) and all(np.array_equal(got[u], want[u]) for u in want)
+    assert (out_valid / "meta.json").read_bytes() == (valid_ref / "meta.json").read_bytes()
+    capsys.readouterr()
+    _dump(*argv("--prepare"))
+    assert capsys.readouterr().out.strip().splitlines()[-2:] == ["done", "done"]
+    with pytest.raises(SystemExit, match="2 --feats_dir but 1 --out_dir"):
+        _dump("--exp_dir", str(teacher_dir), "--feats_dir", str(feats_dir), str(valid), "--out_dir", str(out_train))

@@ -1,4 +1,4 @@
-"""Stage 7: store a teacher's CTC frame posteriors for one data set.
+"""Stage 7: store a teacher's CTC frame posteriors for one or more data sets.
 Why it exists: ESPnet has no posterior dump, and frame-level KD needs one per teacher.
 
 The Oracle Teacher is fed the true transcript. Output in --out_dir: ``post.scp`` (-> arrays in
@@ -17,6 +17,9 @@ reuses finished shards of the same stamp. One process does everything by default
 ``--prepare`` hashes the inputs once and caches the stamp in ``data/stamp_cache.json`` by their
 sizes and modification times; the merge refuses missing or stale shards (by number and job).
 The result is byte-identical to the one-process dump. ``--ngpu 1``: job J on GPU (J-1) mod count.
+Several sets: ``--feats_dir A B --out_dir PA PB`` (paired in order); each mode handles every set in
+turn, ``--prepare`` prints one answer per set (the last lines), and a job loads the teacher once for
+all of them (each process spends seconds importing ESPnet and loading the model).
 See ``espnet_oracle/utils/posteriors.py`` for the storage format.
 """
 
@@ -52,8 +55,9 @@ STAMP_CACHE = "stamp_cache.json"
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp_dir", required=True, help="trained teacher (config.yaml + valid.loss.ave.pth)")
-    parser.add_argument("--feats_dir", required=True, help="dump dir of the set, e.g. dump/fbank/train")
-    parser.add_argument("--out_dir", required=True)
+    parser.add_argument("--feats_dir", required=True, nargs="+",
+                        help="dump dir of each set, e.g. dump/fbank/train dump/fbank/valid")
+    parser.add_argument("--out_dir", required=True, nargs="+", help="one per --feats_dir, in the same order")
     parser.add_argument("--format", choices=("topk", "dense"), default="topk")
     parser.add_argument("--topk", type=int, default=8)
     parser.add_argument("--shard_size", type=int, default=200, help="utterances per shard")
@@ -79,19 +83,29 @@ def main(argv=None):
         sys.exit(f"dump_posteriors: --job must be in 1..--num_jobs ({args.num_jobs}), got {args.job}")
     if args.shard_size < 1:
         sys.exit("dump_posteriors: --shard_size must be >= 1")
+    if len(args.feats_dir) != len(args.out_dir):
+        sys.exit(f"dump_posteriors: {len(args.feats_dir)} --feats_dir but {len(args.out_dir)} --out_dir; "
+                 "give one output dir per set")
+    sets = [argparse.Namespace(**{**vars(args), "feats_dir": feats_dir, "out_dir": out_dir})
+            for feats_dir, out_dir in zip(args.feats_dir, args.out_dir)]
+    models = {}  # one teacher load for all sets of this process
     if args.prepare:
-        # the answer is stdout's last line; what is said on the way goes to stderr
-        print(prepare(args, say=lambda text: print(text, file=sys.stderr))[0])
+        # the answers are stdout's last lines (one per set); what is said on the way goes to stderr
+        states = [prepare(one, say=lambda text: print(text, file=sys.stderr))[0] for one in sets]
+        print("\n".join(states))
     elif args.job is not None:
-        run_job(args, args.job, args.num_jobs)
+        for one in sets:
+            run_job(one, args.job, args.num_jobs, models=models)
     elif args.merge:
-        merge(args)
+        for one in sets:
+            merge(one)
     else:  # one process: all of it
-        state, stamp = prepare(args, say=print)
-        if state != "done":
-            started = time.time()
-            run_job(args, 1, 1, stamp=stamp)
-            merge(args, stamp=stamp, started=started)
+        for one in sets:
+            state, stamp = prepare(one, say=print)
+            if state != "done":
+                started = time.time()
+                run_job(one, 1, 1, stamp=stamp, models=models)
+                merge(one, stamp=stamp, started=started)
 
 
 def _model_path(args) -> Path:
@@ -189,9 +203,9 @@ def _device(args, job: int) -> str:
     return f"cuda:{(job - 1) % torch.cuda.device_count()}"
 
 
-def run_job(args, job: int, num_jobs: int, stamp: Optional[dict] = None) -> None:
+def run_job(args, job: int, num_jobs: int, stamp: Optional[dict] = None, models: Optional[dict] = None) -> None:
     """Dump the shards of job ``job`` of ``num_jobs``; finished shards of the stamp are kept
-    (the model is loaded only when a shard is left to dump)."""
+    (the model is loaded only when a shard is left to dump, and kept in ``models`` by device)."""
     import torch
     from tqdm import tqdm
 
@@ -216,7 +230,10 @@ def run_job(args, job: int, num_jobs: int, stamp: Optional[dict] = None) -> None
                   + "; ".join(stamp_differences(info.get("stamp"), stamp)))
         todo.append((writer, shard_ids))
     device = _device(args, job) if todo else None
-    model = load_model(Path(args.exp_dir), device=device)[0] if todo else None
+    models = {} if models is None else models
+    if todo and device not in models:
+        models[device] = load_model(Path(args.exp_dir), device=device)[0]
+    model = models.get(device)
     desc = f"dump {out_dir}" + (f" (job {job}/{num_jobs}{', ' + device if device else ''})" if num_jobs > 1 else "")
     with tqdm(total=sum(len(ids) for _, ids in todo), desc=desc, unit="utt", file=sys.stderr) as bar:
         for writer, shard_ids in todo:
