@@ -290,3 +290,16 @@ def test_kd_sweep_table_with_a_single_scored_set(tmp_path):
     row = row_of(text, "| a0.5_t1_all |", "## KD hyper-parameter sweep (`local/kd_sweep.sh`; greedy CTC, "
                  "mean ± std over seeds)")
     assert "4.25" in row and "12.50" in row
+
+
+def test_header_names_the_experiment_dir_it_read(tmp_path, monkeypatch):
+    """A run with --exp exp_teacher_seed1 (stage 10 of a second teacher seed) says so, not exp/."""
+    monkeypatch.chdir(tmp_path)
+    exp = Path("exp_teacher_seed1")
+    exp.mkdir()
+    (exp / "commands.log").write_text("2026-12-07 02:41:24 cd /r && ./run.sh --exp exp_teacher_seed1\n")
+    make_results.main(["--exp", str(exp), "--sets", "test", "--seeds", "1", "--out", "R.md"])
+    text = Path("R.md").read_text(encoding="utf-8")
+    assert "Generated from `exp_teacher_seed1/`" in text
+    assert "Commands that produced `exp_teacher_seed1/` (from `exp_teacher_seed1/commands.log`)" in text
+    assert "`exp/`" not in text

@@ -524,12 +524,12 @@ def main(argv=None):
     systems = [(t, LABELS[t], [exp / t]) for t in TEACHERS if (exp / t).exists()]
     systems += [(g, f"{group_label(g, system)} ({len(dirs)} seed{'s' if len(dirs) != 1 else ''})", dirs)
                 for g, system, dirs in groups]
-    out: List[str] = ["# Results", "", "Generated from `exp/` by `python -m espnet_oracle.bin.make_results` "
+    out: List[str] = ["# Results", "", f"Generated from `{args.exp}/` by `python -m espnet_oracle.bin.make_results` "
                       "(run.sh stage 10). Do not edit by hand.", "", "## Environment", ""]
     out += environment()
     commands = exp / "commands.log"
     if commands.exists():
-        out += ["", "Commands that produced `exp/` (from `exp/commands.log`):", "", "```",
+        out += ["", f"Commands that produced `{args.exp}/` (from `{commands}`):", "", "```",
                 *commands.read_text(encoding="utf-8").strip().splitlines()[-10:], "```"]
 
     # ---- main table ----
