@@ -21,12 +21,15 @@ export OMP_NUM_THREADS=1
 mkdir -p "${out}"
 train() {  # train SEED
     local original=${exp}/${system}_seed$1 dir=${out}/${system}_seed$1
-    mapfile -t options < <(python -c 'import json, sys
-for option in json.load(open(sys.argv[1]))["options"]:
+    # the stamp's config, then its options with the data type swapped, one a line
+    mapfile -t stamp < <(python -c 'import json, sys
+stamp = json.load(open(sys.argv[1]))
+print(stamp["config"])
+for option in stamp["options"]:
     print(option.replace("teacher_topk_post,teacher_topk_posterior", "teacher_post,teacher_posterior"))' \
         "${original}/stamp.json")
-    python -m espnet_oracle.bin.asr_train --config "$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["config"])' \
-        "${original}/stamp.json")" --output_dir "${dir}" "${options[@]}" > "${dir}.log" 2>&1
+    python -m espnet_oracle.bin.asr_train --config "${stamp[0]}" --output_dir "${dir}" "${stamp[@]:1}" \
+        > "${dir}.log" 2>&1
     python -m espnet_oracle.bin.export_student --exp_dir "${dir}" >> "${dir}.log" 2>&1
 }
 running=0

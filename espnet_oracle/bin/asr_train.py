@@ -2,7 +2,8 @@
 Why it exists: ESPnet's entry point knows only its own registry; the plugins must be registered first.
 
 Same options as ``python -m espnet2.bin.asr_train``; this module only imports the
-plugins first and then hands over to ESPnet's own training entry point.
+plugins first and then hands over to ESPnet's own training entry point (a rank of a
+distributed run then ends its process group and exits, see below).
 """
 
 import logging
