@@ -39,6 +39,9 @@ for s in ${seeds}; do
     if [ "${running}" -ge 2 ]; then wait -n; running=$((running - 1)); fi
 done
 wait
+for s in ${seeds}; do  # a failed training names its log here, not later as a failed decode
+    [ -f "${out}/${system}_seed${s}/config.inference.yaml" ] || { echo "$0: seed ${s} failed; see ${out}/${system}_seed${s}.log" >&2; exit 1; }
+done
 dirs=$(for s in ${seeds}; do echo "${system}_seed${s}"; done)
 # shellcheck disable=SC2086
 python -m espnet_oracle.bin.decode --exp "${out}" --systems ${dirs} --dump_dir dump/fbank --sets "${sets}" \
@@ -49,13 +52,14 @@ for d in ${dirs}; do
     done
 done
 python - "${exp}" "${out}" "${system}" "${sets}" ${seeds} <<'PY'
-import json, statistics, sys
+import sys
+from pathlib import Path
+from espnet_oracle.bin.make_results import fmt, scores  # the RESULTS.md tables' mean ± std over seeds
 exp, out, system, sets, seeds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(), sys.argv[5:]
 for label, root in (("top-k (the run's)", exp), ("dense data type", out)):
     cells = []
     for x in sets:
-        wers = [json.load(open(f"{root}/{system}_seed{s}/decode_{x}_greedy/scores.json"))["wer"] for s in seeds]
-        spread = f" ± {statistics.stdev(wers):.2f}" if len(wers) > 1 else ""
-        cells.append(f"{x} {statistics.mean(wers):.2f}{spread} ({' '.join(f'{w:.2f}' for w in wers)})")
+        wers = [scores(Path(root) / f"{system}_seed{s}", x, "greedy")["wer"] for s in seeds]
+        cells.append(f"{x} {fmt(wers)} ({' '.join(f'{w:.2f}' for w in wers)})")
     print(f"{system}, {label}: " + "; ".join(cells))
 PY
