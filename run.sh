@@ -4,7 +4,7 @@
 # scripts/oracle_asr.sh (see README.md "Layout"; `./run.sh --help` lists stages and options).
 # The recipe's own files: local/data.sh (data preparation), conf/ (ESPnet configs), db.sh
 # (where FSDD lives: FSDD=/path ./run.sh). Outputs go to data/ dump/ exp/ RESULTS.md here.
-#   ./run.sh                       the whole recipe (~45 min on 2 CPU cores)
+#   ./run.sh                       the whole recipe (measured 24-36 min on 2 idle CPU cores; README "Results")
 #   ./run.sh --quick               smoke run of every stage in a few minutes: small sets, 2 epochs,
 #                                  1 seed, greedy decoding; outputs in exp_quick/ dump_quick/
 #                                  RESULTS_quick.md (data/ is rebuilt at the quick sizes)
