@@ -610,6 +610,32 @@ VARIANTS = ("avgkd", "convguided", "oracleguided", "convkdguided", "oraclekdguid
             "selfdistill")
 
 
+def test_blank_bias_check_at_zero_is_stage_9(recipe, tmp_path, monkeypatch):
+    """local/blank_bias_check.py decodes each student at blank bias 0 exactly as stage 9's greedy
+    decode scored it, and at a huge bias deletes every word."""
+    import importlib.util
+
+    recipe, _ = recipe
+    spec = importlib.util.spec_from_file_location("blank_bias_check", ROOT / "local" / "blank_bias_check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    monkeypatch.chdir(recipe)
+    systems = [f"{s}={student_dir(recipe / 'exp', s)}" for s in STUDENTS]
+    assert check.main(["--out", str(tmp_path), "--biases", "0 1000",
+                       *[arg for system in systems for arg in ("--system", system)]]) == 0
+    rows = [line.split("\t") for line in (tmp_path / "bias.tsv").read_text().splitlines()[1:]]
+    assert len(rows) == len(STUDENTS) * len(DECODE_SETS) * 2
+    for name, model, set_name, bias, words, errors, _, deletions, insertions in rows:
+        header = (Path(model) / f"decode_{set_name}_greedy" / "score_wer" / "result.txt").read_text().splitlines()[0]
+        expected_errors, expected_words = re.search(r"errors (\d+) / (\d+) reference words", header).groups()
+        assert words == expected_words, (model, set_name)
+        if bias == "0":
+            assert errors == expected_errors, (model, set_name, header)
+        else:
+            assert deletions == words == errors and insertions == "0", (model, set_name, bias)
+    assert (tmp_path / "summary.md").read_text().count("\n| ") >= len(STUDENTS)
+
+
 def test_kd_variant_systems(recipe):
     """Every KD variant of issue 12 through run.sh (stages 7-10, 1 epoch, greedy, one test set) on the
     smoke run's teachers, in its own exp dir with the teachers linked, as local/variant_sweep.sh runs
