@@ -59,7 +59,7 @@ def decode(log_probs: dict, bias: float, blank_id: int, token_list, token_type: 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--system", action="append", required=True,
-                        help='"name=glob of model dirs" (one per seed); the first is the reference')
+                        help='"name=glob [glob ...]" of model dirs (one per seed); the first is the reference')
     parser.add_argument("--dump", default="dump/fbank", help="feature dump dir holding the sets")
     parser.add_argument("--tune_set", default="dev")
     parser.add_argument("--test_sets", default="test test_unseen")
@@ -76,10 +76,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     systems = []
     for spec in opts.system:
-        name, _, pattern = spec.partition("=")
-        dirs = sorted(glob.glob(pattern))
+        name, _, patterns = spec.partition("=")
+        dirs = sorted({d for pattern in patterns.split() for d in glob.glob(pattern)})
         if not name or not dirs:
-            parser.error(f"--system {spec!r}: want name=glob matching model dirs (matched none)")
+            parser.error(f"--system {spec!r}: want name=glob [glob ...] matching model dirs (matched none)")
+        if name in (n for n, _ in systems):
+            parser.error(f"--system {spec!r}: a system named {name!r} was given before")
         systems.append((name, dirs))
 
     rows = ["system\tmodel\tset\tbias\twords\terrors\tsub\tdel\tins"]

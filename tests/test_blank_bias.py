@@ -38,3 +38,20 @@ def test_counts_split_errors_by_type():
     assert check.counts("ONE TWO THREE", "ONE TWO THREE") == (3, 0, 0, 0)
     assert check.counts("ONE TWO THREE", "ONE FOUR") == (3, 1, 1, 0)
     assert check.counts("ONE", "ONE ONE TWO") == (1, 0, 0, 2)
+
+
+def test_system_specs_are_checked_before_any_model_loads(tmp_path, capsys):
+    check = load()
+    for seed in (1, 2):
+        (tmp_path / f"student_seed{seed}").mkdir()
+    seeds = f"{tmp_path}/student_seed1 {tmp_path}/student_seed2"
+    for systems, message in ((["a=" + seeds, "a=" + seeds], "given before"),
+                             ([f"a={tmp_path}/nothing*"], "matched none"),
+                             (["no equals sign"], "matched none")):
+        try:
+            check.main(["--out", str(tmp_path / "out"), *[x for s in systems for x in ("--system", s)]])
+        except SystemExit as stop:
+            assert stop.code == 2
+        else:
+            raise AssertionError(f"{systems} accepted")
+        assert message in capsys.readouterr().err
