@@ -35,8 +35,8 @@ def counts(ref: str, hyp: str) -> tuple:
     return len(ref.split()), ops.count("S"), ops.count("D"), ops.count("I")
 
 
-def set_log_probs(model, args, feats_dir: Path, batch_size: int) -> dict:
-    """{utt: (T', V) CTC log-probs} of one feature set."""
+def set_log_probs(model, args, feats_dir: Path, batch_size: int) -> tuple:
+    """({utt: (T', V) CTC log-probs}, {utt: transcript}) of one feature set."""
     features = FeatureSet(feats_dir, args)
     out = {}
     for ids in features.batches(batch_size):
