@@ -3,7 +3,7 @@
 # Run from the recipe dir after stages 1-8 (reuses the teachers, their posteriors and the no-KD students).
 #   local/kd_sweep.sh [--settings "a0.9_t2_all a0.5_t1_nonblank a0.5_t1_matched ..."] [--seeds "1 2"]
 #                     [--train_set train_sp (the set the students train on: run.sh's train set + speed perturbation)]
-# A setting name is a<alpha>_t<tau>_<all|nonblank|renorm|matched>. Results: exp/kd_sweep/<setting>/RESULTS.md;
+# A setting name is a<alpha>_t<tau>_<all|nonblank|renorm|words|matched>. Results: exp/kd_sweep/<setting>/RESULTS.md;
 # student dir names carry the KD settings they were trained with (see espnet_oracle/utils/systems.py).
 #
 # "matched" is the control for "nonblank": teacher_nonblank drops the frames whose teacher argmax is
@@ -37,8 +37,8 @@ for t in teacher_conventional teacher_oracle; do
         || { echo "$0: run stages 1-7 first (exp/${t}/posteriors/${train_set}; --train_set: the students' training set)" >&2; exit 1; }
 done
 for setting in ${settings}; do
-    if [[ ! ${setting} =~ ^a([0-9.]+)_t([0-9.]+)_(all|nonblank|renorm|matched)$ ]]; then
-        echo "$0: bad setting '${setting}' (want a<alpha>_t<tau>_<all|nonblank|renorm|matched>)" >&2; exit 2
+    if [[ ! ${setting} =~ ^a([0-9.]+)_t([0-9.]+)_(all|nonblank|renorm|words|matched)$ ]]; then
+        echo "$0: bad setting '${setting}' (want a<alpha>_t<tau>_<all|nonblank|renorm|words|matched>)" >&2; exit 2
     fi
 done
 
@@ -54,7 +54,7 @@ run_sh() {  # run_sh LOG ARGS...: run.sh with ARGS, output to LOG
 
 failed=() done_settings=()
 for setting in ${settings}; do
-    [[ ${setting} =~ ^a([0-9.]+)_t([0-9.]+)_(all|nonblank|renorm|matched)$ ]]
+    [[ ${setting} =~ ^a([0-9.]+)_t([0-9.]+)_(all|nonblank|renorm|words|matched)$ ]]
     alpha=${BASH_REMATCH[1]} tau=${BASH_REMATCH[2]} frames=${BASH_REMATCH[3]}
     dir=exp/kd_sweep/${setting}
     mkdir -p "${dir}"
@@ -66,9 +66,10 @@ for setting in ${settings}; do
             --decode_modes greedy --results "${dir}/RESULTS.md")
     ok=true
     case "${frames}" in
-        all|nonblank|renorm)
+        all|nonblank|renorm|words)
             [ "${frames}" = nonblank ] && frames=teacher_nonblank
             [ "${frames}" = renorm ] && frames=teacher_nonblank_renorm
+            [ "${frames}" = words ] && frames=teacher_nonblank_words
             run_sh "${dir}.log" "${common[@]}" --kd_weight "${alpha}" --kd_frames "${frames}" \
                 || { ok=false; echo "$0: setting ${setting} failed; see ${dir}.log" >&2; }
             ;;

@@ -143,7 +143,7 @@ def test_topk_data_type_reads_compact_frames(task, tmp_path):
         TeacherPosteriorReader(str(dense_scp), compact=True)
 
 
-@pytest.mark.parametrize("frames", ["all", "teacher_nonblank_renorm"])
+@pytest.mark.parametrize("frames", ["all", "teacher_nonblank_renorm", "teacher_nonblank_words"])
 def test_student_gives_the_same_loss_from_topk_and_dense(build, student, feat_dim, frames):
     model = build("--model", "kd_student", "--model_conf", "kd_weight=0.5",
                   "--model_conf", "kd_temperature=2.0", "--model_conf", f"kd_frames={frames}",
@@ -164,6 +164,41 @@ def test_student_gives_the_same_loss_from_topk_and_dense(build, student, feat_di
     for key in ("loss", "loss_ctc", "loss_kd", "loss_guided_ctc"):
         assert float(stats[key]) == pytest.approx(float(ref[key]), rel=1e-4, abs=1e-4), key
     assert float(stats["loss_kd"]) > 0 and float(stats["loss_guided_ctc"]) > 0
+
+
+@pytest.mark.parametrize("peaky", [False, True])
+def test_topk_to_dense_batch_expands_as_the_numpy_reader(peaky):
+    _, compact, dense, lengths = _batch(5, peaky=peaky)
+    ids, values, leftover, vocab_size = unpack_topk_batch(compact)
+    expanded = kd_loss.topk_to_dense_batch(ids, values, leftover, lengths, vocab_size)
+    for i, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(expanded[i, :n], dense[i, :n], rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(expanded).all()  # padding frames too
+
+
+def test_kd_over_words_cannot_move_the_blank():
+    """``exclude_token``: the KL of the distributions restricted to the other tokens; it neither
+    depends on nor pushes the student's (or the teacher's) blank score."""
+    student_logits, _, teacher, lengths = _batch(8)
+    student_logits.requires_grad_(True)
+    kd = frame_kd_loss(student_logits, teacher, lengths, temperature=2.0, exclude_token=0)
+    kd.sum().backward()
+    assert float(student_logits.grad[..., 0].abs().max()) == 0.0
+    assert float(student_logits.grad[..., 1:].abs().max()) > 0.0
+    # by hand: both distributions over tokens 1..V-1, softened
+    s = torch.log_softmax(student_logits.detach()[..., 1:] / 2.0, -1)
+    t = torch.log_softmax(teacher[..., 1:] / 2.0, -1)
+    frame_kl = (t.exp() * (t - s)).sum(-1)
+    for i, n in enumerate(lengths.tolist()):
+        assert float(kd[i]) == pytest.approx(float(frame_kl[i, :n].sum()), rel=1e-5)
+    louder_blank = teacher.clone()
+    louder_blank[..., 0] += 5.0  # any teacher blank mass: the same word distribution
+    torch.testing.assert_close(
+        frame_kd_loss(student_logits.detach(), louder_blank, lengths, 2.0, exclude_token=0), kd.detach())
+    # with the blank: the loss does push the student's blank
+    student_logits.grad = None
+    frame_kd_loss(student_logits, teacher, lengths, temperature=2.0).sum().backward()
+    assert float(student_logits.grad[..., 0].abs().max()) > 0.0
 
 
 def test_student_refuses_mismatched_topk_posteriors(student, feat_dim):

@@ -441,7 +441,7 @@ def test_self_distill_builds_and_encodes_source_path(self_distill):
     assert not torch.allclose(out.source, out.fused)
 
 
-@pytest.mark.parametrize("frames", ["all", "teacher_nonblank_renorm"])
+@pytest.mark.parametrize("frames", ["all", "teacher_nonblank_renorm", "teacher_nonblank_words"])
 def test_self_distill_loss_formula(self_distill, frames):
     model, args = self_distill
     model.kd_frames = frames
@@ -455,7 +455,8 @@ def test_self_distill_loss_formula(self_distill, frames):
             teacher = model.ctc.log_softmax(out.fused)
             mask = None if frames == "all" else teacher.argmax(-1) != 0
             kd = frame_kd_loss(model.ctc.ctc_lo(out.source), teacher, out.lengths, 2.0, mask,
-                               frames != "all")
+                               frames == "teacher_nonblank_renorm",
+                               exclude_token=0 if frames == "teacher_nonblank_words" else None)
     finally:
         model.kd_frames = "all"
     loss_kd = 4.0 * float(kd.sum()) / 3

@@ -35,6 +35,8 @@ def test_student_dir_names_carry_the_kd_settings():
     # other frames -> another dir
     assert student_dir("oraclekd", 1, 0.5, 1, "all") != student_dir("oraclekd", 1, 0.5, 1, "teacher_nonblank")
     assert student_dir("oraclekd", 1, 0.5, 1, "teacher_nonblank_renorm") == "student_oraclekd_a0.5_t1_renorm_seed1"
+    assert student_dir("convkd", 2, 0.5, 2, "teacher_nonblank_words") == "student_convkd_a0.5_t2_words_seed2"
+    assert parse_student_dir("student_convkd_a0.5_t2_words_seed2")["frames"] == "words"
     info = parse_student_dir("student_oraclekd_a0.5_t1_nonblank_seed2")
     assert info == dict(system="oraclekd", alpha="0.5", tau="1", frames="nonblank", online=False, seed=2,
                         group="student_oraclekd_a0.5_t1_nonblank")

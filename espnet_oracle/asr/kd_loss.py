@@ -25,6 +25,7 @@ def frame_kd_loss(
     temperature: float = 1.0,
     frame_mask: Optional[torch.Tensor] = None,
     renormalize: bool = False,
+    exclude_token: Optional[int] = None,
 ) -> torch.Tensor:
     """``KL(p_teacher^tau || p_student^tau)`` summed over each utterance's frames.
 
@@ -42,6 +43,9 @@ def frame_kd_loss(
             ``n_b / m_b`` (n_b valid frames, m_b valid frames selected by the
             mask), so the utterance keeps the KD weight of all its n_b frames,
             spread over the selected ones; 0 for an utterance with m_b = 0.
+        exclude_token: a token id (the blank) to leave out: the KL is then between
+            both distributions restricted to the other tokens and renormalised, so it
+            says which token, not whether to emit one.
 
     Returns:
         (B,) per-utterance KL sums (not multiplied by tau^2).
@@ -51,6 +55,10 @@ def frame_kd_loss(
             f"student {tuple(student_logits.shape)} and teacher "
             f"{tuple(teacher_log_probs.shape)} posteriors differ in shape"
         )
+    if exclude_token is not None:
+        keep = torch.tensor([i for i in range(student_logits.size(-1)) if i != exclude_token],
+                            device=student_logits.device)
+        student_logits, teacher_log_probs = student_logits[..., keep], teacher_log_probs[..., keep]
     student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher = torch.log_softmax(teacher_log_probs.float() / temperature, dim=-1)
     kl = (teacher.exp() * (teacher - student)).sum(dim=-1)  # (B, T')
@@ -93,6 +101,25 @@ def unpack_topk_batch(packed: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor,
     k = (width - 2) // 2
     vocab_size = int(packed[..., -1].max())
     return packed[..., :k].long(), packed[..., k : 2 * k].float(), packed[..., 2 * k].float(), vocab_size
+
+
+def topk_to_dense_batch(
+    teacher_ids: torch.Tensor, teacher_values: torch.Tensor, teacher_leftover: torch.Tensor,
+    lengths: torch.Tensor, vocab_size: int,
+) -> torch.Tensor:
+    """(B, T', V) teacher log-probs of stored top-k frames, as ``utils.posteriors.topk_to_dense``
+    expands them; padding frames get a harmless distribution (for the losses that need all V)."""
+    k = teacher_ids.size(-1)
+    valid = valid_frames(lengths, teacher_ids.size(1)).to(teacher_values.device)
+    values = teacher_values.float().masked_fill(~valid.unsqueeze(-1), 0.0)
+    top = values - torch.logsumexp(values, dim=-1, keepdim=True)
+    dense = torch.zeros(*teacher_ids.shape[:2], vocab_size, device=values.device)
+    if vocab_size > k:
+        left = teacher_leftover.float().masked_fill(~valid, LOG_LEFTOVER_FLOOR).clamp(min=LOG_LEFTOVER_FLOOR)
+        left = left.unsqueeze(-1)
+        dense = dense + left - math.log(vocab_size - k)
+        top = top + _log1mexp(left)
+    return dense.scatter(-1, teacher_ids, top)
 
 
 def frame_kd_loss_topk(

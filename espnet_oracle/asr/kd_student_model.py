@@ -17,13 +17,16 @@ from espnet_oracle.asr.kd_loss import (
     frame_kd_loss,
     frame_kd_loss_topk,
     guided_ctc_loss_best,
+    topk_to_dense_batch,
     unpack_topk_batch,
     weighted_ctc_loss,
 )
 from espnet_oracle.utils import inference
 from espnet_oracle.utils.teacher_hyps import unpack_batch
 
-KD_FRAME_CHOICES = ("all", "teacher_nonblank", "teacher_nonblank_renorm")
+KD_FRAME_CHOICES = ("all", "teacher_nonblank", "teacher_nonblank_renorm", "teacher_nonblank_words")
+#: the choices that distil only on the teacher's spikes (frames whose teacher argmax is not blank)
+SPIKE_FRAME_CHOICES = ("teacher_nonblank", "teacher_nonblank_renorm", "teacher_nonblank_words")
 # guards building / copying an online teacher (DataParallel runs replicas in threads)
 _ONLINE_TEACHER_LOCK = threading.Lock()
 
@@ -107,7 +110,12 @@ class KDStudentModel(ESPnetASRModel):
             ``teacher_nonblank_renorm``: the same frames, the utterance's sum
             scaled by n_b / m_b (n_b valid frames, m_b of them selected), so each
             utterance keeps the KD weight of ``all``; an utterance without a
-            teacher spike (m_b = 0) contributes 0.
+            teacher spike (m_b = 0) contributes 0;
+            ``teacher_nonblank_words``: the frames of ``teacher_nonblank``, the KL
+            between both distributions over the non-blank tokens only
+            (renormalised): which word, not whether to emit one, so the KD term
+            cannot move the student's blank/non-blank balance (top-k posteriors are
+            expanded to (B, T', V) for it).
         guided_ctc_weight: g >= 0.
         seq_kd_weight: s >= 0.
         online_teacher_config: the online teacher's train config.yaml (with
@@ -365,11 +373,17 @@ class KDStudentModel(ESPnetASRModel):
                 teacher_vocab_size, teacher_best = teacher_post.size(-1), teacher_post.argmax(dim=-1)
             self.check_frames(encoder_out_lens, teacher_post_lengths, teacher_vocab_size, utt_id)
             frame_mask = None
-            if self.kd_frames in ("teacher_nonblank", "teacher_nonblank_renorm"):
+            if self.kd_frames in SPIKE_FRAME_CHOICES:
                 frame_mask = teacher_best != self.blank_id
             options = dict(temperature=self.kd_temperature, frame_mask=frame_mask,
                            renormalize=self.kd_frames == "teacher_nonblank_renorm")
-            if topk:
+            if self.kd_frames == "teacher_nonblank_words":
+                if topk:
+                    teacher_post = topk_to_dense_batch(ids, values, leftover, encoder_out_lens,
+                                                       teacher_vocab_size)
+                kd_per_utt = frame_kd_loss(student_logits, teacher_post, encoder_out_lens,
+                                           exclude_token=self.blank_id, **options)
+            elif topk:
                 kd_per_utt = frame_kd_loss_topk(student_logits, ids, values, leftover, encoder_out_lens,
                                                 **options)
             else:

@@ -12,7 +12,7 @@ from espnet_oracle.asr.encoder.oracle_teacher_encoder import (
     OracleTeacherEncoder,
 )
 from espnet_oracle.asr.kd_loss import frame_kd_loss
-from espnet_oracle.asr.kd_student_model import KD_FRAME_CHOICES
+from espnet_oracle.asr.kd_student_model import KD_FRAME_CHOICES, SPIKE_FRAME_CHOICES
 from espnet_oracle.asr.oracle_teacher_model import encoder_input
 
 
@@ -58,8 +58,8 @@ class OracleSelfDistillModel(ESPnetASRModel):
         oracle_ctc_weight: w_oracle >= 0.
         kd_weight: w_kd >= 0 (w_src + w_kd must be > 0: the source path must learn).
         kd_temperature: tau > 0.
-        kd_frames: ``all``, ``teacher_nonblank`` or ``teacher_nonblank_renorm``
-            (as in KDStudentModel, with the oracle path as the teacher).
+        kd_frames: ``all``, ``teacher_nonblank``, ``teacher_nonblank_renorm`` or
+            ``teacher_nonblank_words`` (as in KDStudentModel, with the oracle path as the teacher).
     """
 
     @typechecked
@@ -165,11 +165,12 @@ class OracleSelfDistillModel(ESPnetASRModel):
         )
         teacher = self.ctc.log_softmax(output.fused).detach()  # stop-gradient
         frame_mask = None
-        if self.kd_frames in ("teacher_nonblank", "teacher_nonblank_renorm"):
+        if self.kd_frames in SPIKE_FRAME_CHOICES:
             frame_mask = teacher.argmax(dim=-1) != self.blank_id
         kd_per_utt = frame_kd_loss(
             self.ctc.ctc_lo(output.source), teacher, output.lengths, self.kd_temperature,
             frame_mask, renormalize=self.kd_frames == "teacher_nonblank_renorm",
+            exclude_token=self.blank_id if self.kd_frames == "teacher_nonblank_words" else None,
         )
         loss_kd = kd_per_utt.sum() / batch_size * self.kd_temperature**2
         loss = (

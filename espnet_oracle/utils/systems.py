@@ -9,6 +9,7 @@ directory::
     student_convkd_a0.5_t1_all_seed1        frame-level KD from the conventional teacher
     student_oraclekd_a0.5_t1_nonblank_seed2 ... from the Oracle Teacher, teacher_nonblank frames
     student_oraclekd_a0.5_t1_renorm_seed1   ... teacher_nonblank_renorm (weight-preserving)
+    student_convkd_a0.5_t1_words_seed1      ... teacher_nonblank_words (KL over non-blank tokens)
     student_avgkd_a0.5_t1_nonblank_seed1    ... from both teachers' averaged posteriors
 
 and the KD variants (issue 12)::
@@ -74,7 +75,8 @@ AVERAGED_TEACHERS = ("teacher_conventional", "teacher_oracle")
 ONLINE_SYSTEMS = ("convkd", "oraclekd")
 #: systems that need no teacher, so --online_teacher changes nothing for them
 NO_TEACHER_SYSTEMS = ("nokd",)
-KD_FRAMES = {"all": "all", "teacher_nonblank": "nonblank", "teacher_nonblank_renorm": "renorm"}
+KD_FRAMES = {"all": "all", "teacher_nonblank": "nonblank", "teacher_nonblank_renorm": "renorm",
+             "teacher_nonblank_words": "words"}
 _NUM = r"[0-9.e+-]+"
 _FRAMES = "|".join(KD_FRAMES.values())
 #: student_<system>[_a<alpha>_t<tau>_<frames>][_k<w>_t<tau>_<frames>][_g<g>][_s<s>_n<N>][_online]_seed<seed>
