@@ -35,6 +35,11 @@ def counts(ref: str, hyp: str) -> tuple:
     return len(ref.split()), ops.count("S"), ops.count("D"), ops.count("I")
 
 
+def totals(per_utt: dict) -> tuple:
+    """(words, substitutions, deletions, insertions) summed over a set's {utt: counts}."""
+    return tuple(sum(c[k] for c in per_utt.values()) for k in range(4))
+
+
 def set_log_probs(model, args, feats_dir: Path, batch_size: int) -> tuple:
     """({utt: (T', V) CTC log-probs}, {utt: transcript}) of one feature set."""
     features = FeatureSet(feats_dir, args)
@@ -98,11 +103,11 @@ def main(argv=None) -> int:
                 for b in biases:
                     hyps = decode(log_probs, b, blank_id, args.token_list, args.token_type)
                     table[set_name, b] = {u: counts(refs[u], hyps[u]) for u in refs}
-                    n, s, dl, i = (sum(c[k] for c in table[set_name, b].values()) for k in range(4))
+                    n, s, dl, i = totals(table[set_name, b])
                     rows.append(f"{name}\t{d}\t{set_name}\t{b:g}\t{n}\t{s + dl + i}\t{s}\t{dl}\t{i}")
 
             def wer(set_name, b):
-                n, s, dl, i = (sum(c[k] for c in table[set_name, b].values()) for k in range(4))
+                n, s, dl, i = totals(table[set_name, b])
                 return 100.0 * (s + dl + i) / n, 100.0 * dl / n, 100.0 * i / n
 
             best = min(biases, key=lambda b: (wer(opts.tune_set, b)[0], abs(b)))

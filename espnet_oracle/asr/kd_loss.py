@@ -103,22 +103,34 @@ def unpack_topk_batch(packed: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor,
     return packed[..., :k].long(), packed[..., k : 2 * k].float(), packed[..., 2 * k].float(), vocab_size
 
 
+def _topk_log_probs(
+    teacher_values: torch.Tensor, teacher_leftover: torch.Tensor, valid: torch.Tensor, vocab_size: int
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The teacher's (B, T', k) log-probs at its top-k ids and (B, T', 1) log-prob of each other
+    token (None when k = V), as ``utils.posteriors.topk_to_dense`` expands stored frames: the top k
+    renormalised to 1 - leftover, the leftover spread evenly over the other V - k tokens. Padding
+    frames (``valid`` False) get a harmless distribution, so no inf/NaN reaches a gradient."""
+    others = vocab_size - teacher_values.size(-1)
+    values = teacher_values.float().masked_fill(~valid.unsqueeze(-1), 0.0)
+    top = values - torch.logsumexp(values, dim=-1, keepdim=True)
+    if others == 0:
+        return top, None
+    left = teacher_leftover.float().masked_fill(~valid, LOG_LEFTOVER_FLOOR).clamp(min=LOG_LEFTOVER_FLOOR)
+    left = left.unsqueeze(-1)  # (B, T', 1)
+    return top + _log1mexp(left), left - math.log(others)
+
+
 def topk_to_dense_batch(
     teacher_ids: torch.Tensor, teacher_values: torch.Tensor, teacher_leftover: torch.Tensor,
     lengths: torch.Tensor, vocab_size: int,
 ) -> torch.Tensor:
     """(B, T', V) teacher log-probs of stored top-k frames, as ``utils.posteriors.topk_to_dense``
-    expands them; padding frames get a harmless distribution (for the losses that need all V)."""
-    k = teacher_ids.size(-1)
+    expands them (for the losses that need all V)."""
     valid = valid_frames(lengths, teacher_ids.size(1)).to(teacher_values.device)
-    values = teacher_values.float().masked_fill(~valid.unsqueeze(-1), 0.0)
-    top = values - torch.logsumexp(values, dim=-1, keepdim=True)
-    dense = torch.zeros(*teacher_ids.shape[:2], vocab_size, device=values.device)
-    if vocab_size > k:
-        left = teacher_leftover.float().masked_fill(~valid, LOG_LEFTOVER_FLOOR).clamp(min=LOG_LEFTOVER_FLOOR)
-        left = left.unsqueeze(-1)
-        dense = dense + left - math.log(vocab_size - k)
-        top = top + _log1mexp(left)
+    top, rest = _topk_log_probs(teacher_values, teacher_leftover, valid, vocab_size)
+    dense = torch.zeros(*teacher_ids.shape[:2], vocab_size, device=top.device)
+    if rest is not None:
+        dense = dense + rest
     return dense.scatter(-1, teacher_ids, top)
 
 
@@ -158,17 +170,12 @@ def frame_kd_loss_topk(
     k = teacher_ids.size(-1)
     others = vocab_size - k
     valid = valid_frames(lengths, frames).to(student_logits.device)
-    # padding frames get a harmless distribution, so no inf/NaN reaches the gradient
-    values = teacher_values.float().masked_fill(~valid.unsqueeze(-1), 0.0)
-    left = teacher_leftover.float().masked_fill(~valid, LOG_LEFTOVER_FLOOR).clamp(min=LOG_LEFTOVER_FLOOR)
-    left = left.unsqueeze(-1)  # (B, T', 1)
-    top = values - torch.logsumexp(values, dim=-1, keepdim=True)
-    if others > 0:  # the top k keep 1 - leftover; each other token gets leftover / (V - k)
-        top = (top + _log1mexp(left)) / temperature
-        rest = (left - math.log(others)) / temperature
+    top, rest = _topk_log_probs(teacher_values, teacher_leftover, valid, vocab_size)
+    top = top / temperature
+    if others > 0:
+        rest = rest / temperature
         total = torch.logsumexp(torch.cat([top, rest + math.log(others)], dim=-1), dim=-1, keepdim=True)
     else:
-        top = top / temperature
         total = torch.logsumexp(top, dim=-1, keepdim=True)
     top = top - total  # the softened teacher's log-probs
     student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
