@@ -36,9 +36,15 @@ for t in teacher_conventional teacher_oracle; do
     [ -f "exp/${t}/posteriors/${train_set}/post.scp" ] \
         || { echo "$0: run stages 1-7 first (exp/${t}/posteriors/${train_set}; --train_set: the students' training set)" >&2; exit 1; }
 done
+# the frame names of student dirs (espnet_oracle.utils.systems.KD_FRAMES) -> run.sh --kd_frames values
+declare -A kd_frames_of=()
+while IFS='=' read -r name value; do kd_frames_of[${name}]=${value}; done < <(python -c \
+    'from espnet_oracle.utils.systems import KD_FRAMES; print("\n".join(f"{v}={k}" for k, v in KD_FRAMES.items()))')
+frame_names=$(IFS='|'; echo "${!kd_frames_of[*]}|matched")
+setting_pattern="^a([0-9.]+)_t([0-9.]+)_(${frame_names})$"
 for setting in ${settings}; do
-    if [[ ! ${setting} =~ ^a([0-9.]+)_t([0-9.]+)_(all|nonblank|renorm|words|matched)$ ]]; then
-        echo "$0: bad setting '${setting}' (want a<alpha>_t<tau>_<all|nonblank|renorm|words|matched>)" >&2; exit 2
+    if [[ ! ${setting} =~ ${setting_pattern} ]]; then
+        echo "$0: bad setting '${setting}' (want a<alpha>_t<tau>_<${frame_names}>)" >&2; exit 2
     fi
 done
 
@@ -54,7 +60,7 @@ run_sh() {  # run_sh LOG ARGS...: run.sh with ARGS, output to LOG
 
 failed=() done_settings=()
 for setting in ${settings}; do
-    [[ ${setting} =~ ^a([0-9.]+)_t([0-9.]+)_(all|nonblank|renorm|words|matched)$ ]]
+    [[ ${setting} =~ ${setting_pattern} ]]
     alpha=${BASH_REMATCH[1]} tau=${BASH_REMATCH[2]} frames=${BASH_REMATCH[3]}
     dir=exp/kd_sweep/${setting}
     mkdir -p "${dir}"
@@ -66,13 +72,6 @@ for setting in ${settings}; do
             --decode_modes greedy --results "${dir}/RESULTS.md")
     ok=true
     case "${frames}" in
-        all|nonblank|renorm|words)
-            [ "${frames}" = nonblank ] && frames=teacher_nonblank
-            [ "${frames}" = renorm ] && frames=teacher_nonblank_renorm
-            [ "${frames}" = words ] && frames=teacher_nonblank_words
-            run_sh "${dir}.log" "${common[@]}" --kd_weight "${alpha}" --kd_frames "${frames}" \
-                || { ok=false; echo "$0: setting ${setting} failed; see ${dir}.log" >&2; }
-            ;;
         matched)
             # one run.sh call per teacher: alpha' differs with the teacher's non-blank share s
             echo -e "teacher\tnonblank_share\tframes\tkd_weight_nonblank\tkd_weight_matched" > "${dir}/matched_weight.tsv"
@@ -91,6 +90,10 @@ for setting in ${settings}; do
                     --kd_weight "${weight}" --kd_frames all \
                     || { ok=false; echo "$0: setting ${setting} (${system}, alpha' ${weight}) failed; see ${dir}.${system}.log" >&2; }
             done
+            ;;
+        *)
+            run_sh "${dir}.log" "${common[@]}" --kd_weight "${alpha}" --kd_frames "${kd_frames_of[${frames}]}" \
+                || { ok=false; echo "$0: setting ${setting} failed; see ${dir}.log" >&2; }
             ;;
     esac
     if [ "${ok}" = true ]; then
