@@ -21,12 +21,13 @@ import argparse
 import glob
 import sys
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 
 import torch
 
+from espnet_oracle.bin.make_results import bootstrap, fmt  # RESULTS.md's paired bootstrap and mean ± std
 from espnet_oracle.utils.inference import FeatureSet, ctc_log_probs, load_model, tokens_to_text
-from espnet_oracle.utils.metrics import align, paired_bootstrap
+from espnet_oracle.utils.metrics import align
 
 
 def counts(ref: str, hyp: str) -> tuple:
@@ -120,9 +121,6 @@ def main(argv=None) -> int:
         results[name] = (per_model, pooled)
     (out / "bias.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
-    def fmt(values):
-        return f"{mean(values):.2f} ± {stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
-
     lines = ["# Blank-bias calibration (greedy CTC, blank log-prob + b; b tuned per model on "
              f"`{opts.tune_set}` over {opts.biases})", "",
              "WER % (deletions / insertions %), mean ± std over each system's models.", "",
@@ -145,15 +143,12 @@ def main(argv=None) -> int:
               "| set | system | Δ WER | 95 % CI | p |", "|---|---|---|---|---|"]
     for s in opts.test_sets.split():
         ref = results[ref_name][1][s]
-        utts = sorted(ref)
         for name, (_, pooled) in list(results.items())[1:]:
             if set(pooled[s]) != set(ref):
                 lines.append(f"| {s} | {name} | different utterances: skipped | | |")
                 continue
-            r = paired_bootstrap([pooled[s][u][0] for u in utts], [pooled[s][u][1] for u in utts],
-                                 [ref[u][0] for u in utts], [ref[u][1] for u in utts])
-            p = "< 0.001" if r["p"] == 0 else f"{r['p']:.3f}"
-            lines.append(f"| {s} | {name} | {r['delta']:+.2f} | [{r['low']:+.2f}, {r['high']:+.2f}] | {p} |")
+            r = bootstrap(pooled[s], ref)
+            lines.append(f"| {s} | {name} | {r['delta']:+.2f} | [{r['low']:+.2f}, {r['high']:+.2f}] | {r['p_text']} |")
     (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return 0
