@@ -56,8 +56,7 @@ def frame_kd_loss(
             f"{tuple(teacher_log_probs.shape)} posteriors differ in shape"
         )
     if exclude_token is not None:
-        keep = torch.tensor([i for i in range(student_logits.size(-1)) if i != exclude_token],
-                            device=student_logits.device)
+        keep = torch.arange(student_logits.size(-1), device=student_logits.device) != exclude_token
         student_logits, teacher_log_probs = student_logits[..., keep], teacher_log_probs[..., keep]
     student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher = torch.log_softmax(teacher_log_probs.float() / temperature, dim=-1)
