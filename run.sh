@@ -25,8 +25,9 @@ fi
 # Why these defaults (README "Default recipe: design by measurement"): word units (a digit
 # vocabulary; char units lose the word separators), 3-way speed perturbation + SpecAugment (voices
 # other than FSDD's five), an 8 kHz front-end (FSDD is 8 kHz speech), KD on the teacher's
-# non-blank frames (the recorded run's setting; teacher_nonblank_words measured better since, README
-# Results "Why KD does not help these students", and becomes the default with the next full re-run).
+# non-blank frames over the non-blank tokens only (teacher_nonblank_words: the KD term cannot move the
+# student's blank balance; better than teacher_nonblank in all 12 comparisons of README Results "Why KD
+# does not help these students").
 exec "${root}/scripts/oracle_asr.sh" \
     --feats_type fbank --fs 8000 --n_mels 40 \
     --train_set train --valid_set dev --test_sets "test test_unseen" \
@@ -35,7 +36,7 @@ exec "${root}/scripts/oracle_asr.sh" \
     --teacher_conf conf/train_teacher_conventional.yaml \
     --oracle_conf conf/train_teacher_oracle.yaml \
     --student_conf conf/train_student.yaml \
-    --kd_frames teacher_nonblank \
+    --kd_frames teacher_nonblank_words \
     --probe_sets "dev test test_unseen" \
     --condition_files "utt2snr utt2noise" \
     --results_targets "oraclekd<=0.8*nokd oraclekd<convkd" \

@@ -10,7 +10,7 @@
 # Variants (each one run.sh call, stages 7-10, into exp/variants/<variant>/ with the teachers linked
 # from exp/; student dir names carry their settings, see espnet_oracle/utils/systems.py):
 #   renorm       KD from either teacher on its non-blank frames, renormalised per utterance
-#                (convkd oraclekd, --kd_frames teacher_nonblank_renorm; the recipe's own is teacher_nonblank)
+#                (convkd oraclekd, --kd_frames teacher_nonblank_renorm; the default recipe's own is teacher_nonblank_words)
 #   guided       Guided CTC from either teacher (convguided oracleguided)
 #   kd_guided    frame-level KD + Guided CTC (convkdguided oraclekdguided)
 #   seqkd        sequence-level KD to either teacher's 1-best (convseqkd oracleseqkd; the Oracle

@@ -475,6 +475,10 @@ def test_students_export_and_plots(recipe):
         config = yaml.safe_load((student_dir(exp, system) / "config.inference.yaml").read_text())
         assert config["model"] == "espnet"
         assert not any(k.startswith("kd_") for k in config.get("model_conf") or {})
+        if system != "nokd":  # the recipe's KD setting: KL over the non-blank tokens (run.sh)
+            training = yaml.safe_load((student_dir(exp, system) / "config.yaml").read_text())
+            assert training["model_conf"]["kd_frames"] == "teacher_nonblank_words", system
+            assert student_dir(exp, system).name.endswith("_t1_words_seed1"), system
     assert list((exp / "plots").glob("posteriorgram_*.png"))
 
 
@@ -665,13 +669,13 @@ def test_kd_variant_systems(recipe):
     dirs = {system: student_dir(exp, system) for system in VARIANTS}
     assert dirs["convguided"].name == "student_convguided_g0.5_seed1"
     assert dirs["oracleseqkd"].name == "student_oracleseqkd_s1_n2_seed1"
-    assert dirs["selfdistill"].name == "student_selfdistill_k1_t1_nonblank_seed1"
+    assert dirs["selfdistill"].name == "student_selfdistill_k1_t1_words_seed1"
     for system, d in dirs.items():
         config = yaml.safe_load((d / "config.yaml").read_text())
         conf = config["model_conf"]
         data = {name: path for path, name, _ in config["train_data_path_and_name_and_type"]}
         if system == "selfdistill":
-            assert config["model"] == "oracle_self_distill" and conf["kd_frames"] == "teacher_nonblank"
+            assert config["model"] == "oracle_self_distill" and conf["kd_frames"] == "teacher_nonblank_words"
             assert set(data) == {"speech", "text"}
             plain = yaml.safe_load((d / "config.inference.yaml").read_text())
             assert plain["model"] == "espnet" and plain["encoder"] == "transformer" and (d / "inference.pth").is_file()
@@ -717,7 +721,7 @@ def test_kd_variant_systems(recipe):
     assert "(reference)" in rows[reference.name.removesuffix("_seed1")]
     delta = r"\| (\*\*)?[-+]\d+\.\d\d(\*\*)? \[[-+]\d+\.\d\d, [-+]\d+\.\d\d\], p "
     assert re.search(delta, rows["student_oracleguided_g0.5"]), rows["student_oracleguided_g0.5"]
-    assert rows["student_selfdistill_k1_t1_nonblank"].rstrip().endswith("(one stage) |")
+    assert rows["student_selfdistill_k1_t1_words"].rstrip().endswith("(one stage) |")
     assert re.search(r"\d+ \+ \d+ \+ \d+ = \*\*\d+\*\* \|$", rows["student_oracleseqkd_s1_n2"].rstrip())
     # a rerun reuses every variant (same options, same inputs)
     rerun = run(recipe, *options, "--stage", "8", "--stop_stage", "8").stdout
