@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # KD hyper-parameter sweep: students distilled from both teachers under other (alpha, tau, frames).
 # Run from the recipe dir after stages 1-8 (reuses the teachers, their posteriors and the no-KD students).
+# Other recipes: the sweep runs the current dir's ./run.sh when there is one (else the default
+# recipe's), e.g. cd egs/synth_words && ../../local/kd_sweep.sh --train_set train --settings a0.5_t1_words
 #   local/kd_sweep.sh [--settings "a0.9_t2_all a0.5_t1_nonblank a0.5_t1_matched ..."] [--seeds "1 2"]
 #                     [--train_set train_sp (the set the students train on: run.sh's train set + speed perturbation)]
 # A setting name is a<alpha>_t<tau>_<all|nonblank|renorm|words|matched>. Results: exp/kd_sweep/<setting>/RESULTS.md;
@@ -28,6 +30,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
+recipe_run_sh=${root}/run.sh
+[ -x ./run.sh ] && recipe_run_sh=$(pwd)/run.sh
 # shellcheck disable=SC1091
 . "${root}/path.sh"
 mkdir -p exp
@@ -55,7 +59,7 @@ trap 'end_group_child; exit 130' INT
 trap 'end_group_child; exit 143' TERM
 run_sh() {  # run_sh LOG ARGS...: run.sh with ARGS, output to LOG
     local log=$1; shift
-    run_group_child "${log}" "${root}/run.sh" "$@"
+    run_group_child "${log}" "${recipe_run_sh}" "$@"
 }
 
 failed=() done_settings=()

@@ -109,6 +109,25 @@ def test_kd_sweep_reads_the_posteriors_of_the_students_training_set(tmp_path):
     assert "teacher_oracle\t0.2000\t10\t0.5\t0.1667" in table
 
 
+def test_kd_sweep_runs_the_current_recipes_own_run_sh(tmp_path):
+    """From another recipe's dir (e.g. egs/synth_words, which has its own run.sh) the sweep trains
+    through that run.sh, not the default recipe's; a words setting reaches it as teacher_nonblank_words."""
+    script, calls, recipe = sweep_tree(tmp_path, "kd_sweep.sh", "--never-fails|")
+    for t in ("teacher_conventional", "teacher_oracle"):
+        (recipe / "exp" / t / "posteriors" / "train").mkdir(parents=True)
+        (recipe / "exp" / t / "posteriors" / "train" / "post.scp").touch()
+    own_calls = tmp_path / "own_calls"
+    write_exe(recipe / "run.sh", f'#!/usr/bin/env bash\nprintf "%s|" "$@" >> {own_calls}\necho >> {own_calls}\n')
+    result = subprocess.run([str(script), "--settings", "a0.5_t1_words", "--seeds", "1", "--train_set", "train"],
+                            cwd=recipe, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not calls.exists()
+    runs = own_calls.read_text().splitlines()
+    assert len(runs) == 1
+    assert "--exp|exp/kd_sweep/a0.5_t1_words|" in runs[0]
+    assert "--kd_weight|0.5|--kd_frames|teacher_nonblank_words|" in runs[0]
+
+
 def test_anticopy_sweep_goes_on_past_a_failed_variant(tmp_path):
     script, calls, recipe = sweep_tree(tmp_path, "anticopy_sweep.sh", "exp/anticopy/aux_ctc|")
     (recipe / "exp" / "teacher_conventional").mkdir(parents=True)
