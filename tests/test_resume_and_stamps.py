@@ -177,6 +177,15 @@ def test_differences_name_what_changed():
     assert "no stamp" in differences(None, new)[0]
 
 
+def test_a_number_spelled_another_way_is_the_same_option():
+    """A sweep's --kd_temperature 1 and run.sh's default 1.0 train the same student: no retraining."""
+    old = {"kind": "train", "options": ["--model_conf", "kd_temperature=1.0", "--model_conf", "kd_frames=all"]}
+    same = {"kind": "train", "options": ["--model_conf", "kd_temperature=1", "--model_conf", "kd_frames=all"]}
+    other = {"kind": "train", "options": ["--model_conf", "kd_temperature=2", "--model_conf", "kd_frames=all"]}
+    assert differences(old, same) == []
+    assert differences(old, other) == ["options changed (removed kd_temperature=1.0; added kd_temperature=2)"]
+
+
 def test_file_fingerprint_sees_stamps_beside_it(tmp_path):
     scp = tmp_path / "post.scp"
     scp.write_text("u1 ark:0\n")

@@ -110,6 +110,15 @@ def decode_stamp(model_dir, feats_dir, mode: str, beam_size: Optional[int],
                 inputs={str(path): file_fingerprint(path) for path in paths if path.is_file()})
 
 
+def _same_value_spelling(arg: str) -> str:
+    """``name=1`` and ``name=1.0`` configure the same model (``--model_conf kd_temperature=1``): one spelling."""
+    name, eq, value = arg.partition("=")
+    try:
+        return f"{name}={float(value)!r}" if eq else arg
+    except ValueError:
+        return arg
+
+
 def differences(old: Optional[dict], new: dict) -> List[str]:
     """Why ``old`` (None: no stamp) does not describe what ``new`` would make; [] if it does."""
     if old is None:
@@ -120,8 +129,11 @@ def differences(old: Optional[dict], new: dict) -> List[str]:
             continue
         if key == "options":
             before, after = old.get(key) or [], new.get(key) or []
-            gone = [a for a in before if a not in after]
-            added = [a for a in after if a not in before]
+            same_before, same_after = ([_same_value_spelling(a) for a in d] for d in (before, after))
+            if same_before == same_after:
+                continue
+            gone = [a for a, same in zip(before, same_before) if same not in same_after]
+            added = [a for a, same in zip(after, same_after) if same not in same_before]
             detail = (f"removed {' '.join(gone) or '-'}; added {' '.join(added) or '-'}" if gone or added
                       else "same options in another order")
             reasons.append(f"options changed ({detail})")
