@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # KD hyper-parameter sweep: students distilled from both teachers under other (alpha, tau, frames).
-# Run from the recipe dir after stages 1-8 (reuses the teachers, their posteriors and the no-KD students).
+# Run from the recipe dir after stages 1-7 (reuses the teachers and their posteriors; links the no-KD students of stage 8 when present).
 # Other recipes: the sweep runs the current dir's ./run.sh when there is one (else the default
 # recipe's), e.g. cd egs/synth_words && ../../local/kd_sweep.sh --train_set train --settings a0.5_t1_words
 #   local/kd_sweep.sh [--settings "a0.9_t2_all a0.5_t1_nonblank a0.5_t1_matched ..."] [--seeds "1 2"]
