@@ -1,6 +1,20 @@
 """Fixtures shared by the tests (the plugin tests build models through the task)."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """load_script(path): a recipe's ``local/*.py`` tool imported from its path (not a package module)."""
+    def load(path):
+        spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,6 +1,5 @@
 """local/blank_bias_check.py: the blank offset moves the greedy decision as it says."""
 
-import importlib.util
 from pathlib import Path
 
 import torch
@@ -8,15 +7,8 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[1] / "local" / "blank_bias_check.py"
 
 
-def load():
-    spec = importlib.util.spec_from_file_location("blank_bias_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_blank_bias_moves_the_greedy_decision():
-    check = load()
+def test_blank_bias_moves_the_greedy_decision(load_script):
+    check = load_script(SCRIPT)
     tokens = ["<blank>", "ONE", "TWO"]
     # frame: blank, ONE by a margin of 2, blank, ONE by 0.5 (a weak spike), TWO by 3, blank
     log_probs = torch.log_softmax(torch.tensor([
@@ -33,15 +25,15 @@ def test_blank_bias_moves_the_greedy_decision():
     assert torch.equal(log_probs.argmax(-1), torch.tensor([0, 1, 0, 1, 2, 0]))
 
 
-def test_counts_split_errors_by_type():
-    check = load()
+def test_counts_split_errors_by_type(load_script):
+    check = load_script(SCRIPT)
     assert check.counts("ONE TWO THREE", "ONE TWO THREE") == (3, 0, 0, 0)
     assert check.counts("ONE TWO THREE", "ONE FOUR") == (3, 1, 1, 0)
     assert check.counts("ONE", "ONE ONE TWO") == (1, 0, 0, 2)
 
 
-def test_system_specs_are_checked_before_any_model_loads(tmp_path, capsys):
-    check = load()
+def test_system_specs_are_checked_before_any_model_loads(tmp_path, capsys, load_script):
+    check = load_script(SCRIPT)
     for seed in (1, 2):
         (tmp_path / f"student_seed{seed}").mkdir()
     seeds = f"{tmp_path}/student_seed1 {tmp_path}/student_seed2"

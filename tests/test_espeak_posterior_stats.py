@@ -1,7 +1,6 @@
 """egs/espeak_sentences/local/posterior_stats.py on hand-made top-k posteriors: one utterance the
 greedy path gets right (with a repeated piece split by a blank), one with a wrong piece."""
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -21,7 +20,7 @@ def frames(path, peak=0.999):
     return np.log(out)
 
 
-def test_greedy_error_rates_and_peakiness(tmp_path, capsys):
+def test_greedy_error_rates_and_peakiness(tmp_path, capsys, load_script):
     (tmp_path / "data" / "token_list" / "bpe").mkdir(parents=True)
     (tmp_path / "data" / "token_list" / "bpe" / "tokens.txt").write_text("\n".join(TOKENS) + "\n")
     (tmp_path / "data" / "train").mkdir()
@@ -33,9 +32,7 @@ def test_greedy_error_rates_and_peakiness(tmp_path, capsys):
     kaldiio.save_ark(str(post / "post.ark"), {"u1": topk_pack(right, 3), "u2": topk_pack(wrong, 3)},
                      scp=str(post / "post.scp"), write_function="numpy")  # as dump_posteriors writes
     write_meta(str(post), format="topk", k=3, vocab_size=len(TOKENS))
-    spec = importlib.util.spec_from_file_location("posterior_stats", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT)
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:

@@ -1,18 +1,10 @@
 """local/insertion_check.py: inserted words are placed in the true word their spike lies in."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "local" / "insertion_check.py"
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("insertion_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write(path: Path, lines) -> None:
@@ -38,8 +30,8 @@ def recipe(tmp_path):
     return tmp_path
 
 
-def test_insertions_are_placed_in_their_host_word(recipe, capsys):
-    check = load()
+def test_insertions_are_placed_in_their_host_word(recipe, capsys, load_script):
+    check = load_script(SCRIPT)
     # model 1: FIVE fires at frame 10 (0.4425 s, inside NINE), SIX at frame 14 (0.6025 s: in the gap,
     # inside NINE only if the frame offset were left out)
     make_decode(recipe / "exp" / "m_seed1", {"a": "NINE FIVE SIX ONE", "b": "TWO"}, {"a": [2, 10, 14, 25], "b": [8]})
@@ -61,8 +53,8 @@ def test_insertions_are_placed_in_their_host_word(recipe, capsys):
     assert "sub 16.7 % del 0.0 % ins 50.0 %" in printed  # model 1: 0/3, 0/3, 2/3; model 2: 1/3, 0/3, 1/3
 
 
-def test_refuses_subword_decodes(recipe):
-    check = load()
+def test_refuses_subword_decodes(recipe, load_script):
+    check = load_script(SCRIPT)
     make_decode(recipe / "exp" / "m_seed1", {"a": "NINE ONE", "b": "TWO"}, {"a": [2, 25], "b": [8]})
     token_file = recipe / "exp" / "m_seed1" / "decode_test_greedy" / "token"
     write(token_file, ["a ▁NI NE ▁ONE", "b ▁TWO"])  # BPE pieces: one frame per piece, not per word

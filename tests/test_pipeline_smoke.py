@@ -614,15 +614,11 @@ VARIANTS = ("avgkd", "convguided", "oracleguided", "convkdguided", "oraclekdguid
             "selfdistill")
 
 
-def test_blank_bias_check_at_zero_is_stage_9(recipe, tmp_path, monkeypatch):
+def test_blank_bias_check_at_zero_is_stage_9(recipe, tmp_path, monkeypatch, load_script):
     """local/blank_bias_check.py decodes each student at blank bias 0 exactly as stage 9's greedy
     decode scored it, and at a huge bias deletes every word."""
-    import importlib.util
-
     recipe, _ = recipe
-    spec = importlib.util.spec_from_file_location("blank_bias_check", ROOT / "local" / "blank_bias_check.py")
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
+    check = load_script(ROOT / "local" / "blank_bias_check.py")
     monkeypatch.chdir(recipe)
     systems = [f"{s}={student_dir(recipe / 'exp', s)}" for s in STUDENTS]
     assert check.main(["--out", str(tmp_path), "--biases", "0 1000",
