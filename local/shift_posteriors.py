@@ -5,9 +5,11 @@ earlier in the word than the conventional one; README Findings 4 and 6).
 
 N > 0 moves the posteriors later: the first frame is repeated N times in front and the last N
 frames are dropped. N < 0 moves them earlier: the first |N| frames are dropped and the last frame
-repeated at the end. Frame counts stay those of the features, so the KD student's checks pass; the
-dump's stamp and meta are kept (same teacher, features and transcripts) and meta gains
-``shift_frames``.
+repeated at the end (a spike in an edge frame is then repeated too). Frame counts stay those of the
+features, so the KD student's checks pass; the dump's stamp and meta are kept (same teacher,
+features and transcripts) and meta gains ``shift_frames``. The pipeline cannot tell the copy from
+the teacher's own dump: keep it in its own exp dir (README Results, "Moving the teachers'
+posteriors in time").
 
   python local/shift_posteriors.py --in_dir exp/teacher_oracle/posteriors/train_sp \
       --out_dir exp_shift/teacher_oracle/posteriors/train_sp --frames 1

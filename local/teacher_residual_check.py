@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Where a teacher's second choices go: on its spike frames (argmax not blank), the non-blank
-distribution renormalised (what ``--kd_frames teacher_nonblank_words`` distils), and of the mass
+"""Where a teacher's second choices go: on its spike frames (argmax not blank), the distribution
+over the words renormalised (about what ``--kd_frames teacher_nonblank_words`` distils, which also
+keeps ``<unk>`` and ``<sos/eos>``), and of the mass
 left beside the argmax word, the share on the *other words of the utterance's transcript*.
 
 A teacher that ranks its alternatives by sound puts that share near chance (the other transcript
