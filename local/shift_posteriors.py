@@ -16,13 +16,15 @@ posteriors in time").
 """
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 
 import kaldiio
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from espnet_oracle.utils.posteriors import read_meta, write_meta  # noqa: E402
 
 
 def shift(frames: np.ndarray, by: int) -> np.ndarray:
@@ -43,7 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, required=True, help="N: > 0 later, < 0 earlier")
     args = parser.parse_args(argv)
     in_dir, out_dir = Path(args.in_dir), Path(args.out_dir)
-    meta = json.loads((in_dir / "meta.json").read_text())
+    meta = read_meta(str(in_dir / "post.scp"))
     if meta.get("shift_frames"):
         raise SystemExit(f"{in_dir} is already shifted ({meta['shift_frames']} frames): shift the original")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -53,8 +55,7 @@ def main(argv=None) -> int:
     for name in ("utt2num_frames", "stats.json"):
         if (in_dir / name).exists():
             shutil.copy(in_dir / name, out_dir / name)
-    meta["shift_frames"] = args.frames
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_meta(str(out_dir), **meta, shift_frames=args.frames)
     print(f"shift_posteriors: {len(arrays)} utterances of {in_dir} moved {args.frames:+d} frames -> {out_dir}")
     return 0
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from espnet_oracle.utils.datadir import read_kaldi_map  # noqa: E402
 from espnet_oracle.utils.posteriors import TeacherPosteriorReader  # noqa: E402
 
 SPECIAL = ("<blank>", "<unk>", "<sos/eos>")
@@ -71,10 +72,7 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher", action="append", required=True, help="NAME=post.scp (repeat)")
     args = parser.parse_args(argv)
     tokens = Path(args.token_list).read_text(encoding="utf-8").split()
-    transcripts = {}
-    for line in Path(args.text).read_text(encoding="utf-8").splitlines():
-        utt, *words = line.split()
-        transcripts[utt] = words
+    transcripts = {utt: text.split() for utt, text in read_kaldi_map(args.text).items()}
     print("teacher\tspike_frames\targmax_off_transcript_%\tmean_argmax_mass\t"
           "residual_on_other_transcript_words_%\tchance_%\tframes_with_other_words")
     confusions = {}
