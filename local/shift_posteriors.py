@@ -23,8 +23,7 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from espnet_oracle.utils.posteriors import read_meta, write_meta  # noqa: E402
+from espnet_oracle.utils.posteriors import read_meta, write_meta
 
 
 def shift(frames: np.ndarray, by: int) -> np.ndarray:

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from espnet_oracle.utils.datadir import read_kaldi_map  # noqa: E402
-from espnet_oracle.utils.posteriors import TeacherPosteriorReader  # noqa: E402
+from espnet_oracle.utils.datadir import read_kaldi_map
+from espnet_oracle.utils.posteriors import TeacherPosteriorReader
 
 SPECIAL = ("<blank>", "<unk>", "<sos/eos>")
 
