@@ -37,6 +37,9 @@
 #   selfdistill             one-stage oracle self-distillation (--self_distill_conf; KD weight
 #                           --self_distill_kd_weight, temperature and frames as the students'),
 #                           exported as a plain ESPnet model
+# --conv_kd_shift_frames / --oracle_kd_shift_frames N move that teacher's posteriors N frames later
+# (< 0: earlier) inside each utterance for the systems that learn from them (not avgkd), at load time
+# in the student: the dump stays as it is; their dirs gain _shift<N>.
 #
 # Online teacher (--online_teacher true; only with nokd, convkd, oraclekd): the KD students run the
 # frozen teacher (exp/teacher_*/config.yaml + valid.loss.ave.pth) on each batch inside their training
@@ -84,6 +87,8 @@ seq_kd_nbest=1          # *seqkd: the teacher's N best beam hypotheses (1: its 1
 self_distill_conf=conf/train_oracle_self_distill.yaml  # selfdistill: its training config
 self_distill_kd_weight=1.0  # selfdistill: weight of its KL (oracle path -> source path)
 online_teacher=false    # true: convkd/oraclekd run the teacher inside each training step (no stage-7 dump)
+conv_kd_shift_frames=0  # move the conventional teacher's posteriors N frames later (< 0: earlier) for its KD students
+oracle_kd_shift_frames=0  # the same for the Oracle Teacher's (student dirs gain _shift<N>; README Results)
 post_format=topk        # topk | dense
 post_topk=8
 beam_size=4
@@ -197,7 +202,8 @@ python=python3
 system_opts=(--kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}"
     --guided_ctc_weight "${guided_ctc_weight}" --seq_kd_weight "${seq_kd_weight}"
     --seq_kd_nbest "${seq_kd_nbest}" --self_distill_kd_weight "${self_distill_kd_weight}"
-    --online_teacher "${online_teacher}")
+    --online_teacher "${online_teacher}" --conv_kd_shift_frames "${conv_kd_shift_frames}"
+    --oracle_kd_shift_frames "${oracle_kd_shift_frames}")
 # student_dirs [SYSTEMS [SEEDS]]: experiment dir names of the students (default: all of this run),
 # e.g. student_nokd_seed1, student_oraclekd_a0.5_t1_all_seed1 (KD settings in the name).
 student_dirs() {
@@ -503,10 +509,15 @@ student_args() {
     local teacher
     teacher=$(system_teacher posterior_teacher "$1")
     [ -n "${teacher}" ] || return 0
-    local post=${exp}/${teacher}/posteriors
+    local post=${exp}/${teacher}/posteriors shift=0
     echo --model kd_student \
         --model_conf "kd_weight=${kd_weight}" --model_conf "kd_temperature=${kd_temperature}" \
         --model_conf "kd_frames=${kd_frames}"
+    case "${teacher}" in
+        teacher_conventional) shift=${conv_kd_shift_frames} ;;
+        teacher_oracle) shift=${oracle_kd_shift_frames} ;;
+    esac
+    [ "${shift}" = 0 ] || echo --model_conf "kd_shift_frames=${shift}"
     if [ "${online_teacher}" = true ]; then
         echo --model_conf "online_teacher_config=${exp}/${teacher}/config.yaml" \
             --model_conf "online_teacher_model_file=$(teacher_model "${teacher}")"

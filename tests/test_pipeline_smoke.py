@@ -734,3 +734,29 @@ def test_missing_input_is_named(tmp_path):
     )
     assert result.returncode != 0
     assert "tokens.txt" in result.stderr and "stage 3" in result.stderr
+
+
+def test_students_learn_from_moved_posteriors(recipe):
+    """run.sh --oracle_kd_shift_frames (stage 8, its own exp dir with the teachers linked): the Oracle
+    Teacher's KD student is trained with the move in its model_conf and dir name, from the unmoved
+    dump; the conventional teacher's students and the exported inference config are as without it."""
+    recipe, _ = recipe
+    exp = recipe / "exp_shift"
+    exp.mkdir(exist_ok=True)
+    for teacher in TEACHERS:
+        if not (exp / teacher).is_symlink():
+            (exp / teacher).symlink_to(recipe / "exp" / teacher)
+    run(recipe, *TINY, "--exp", "exp_shift", "--student_systems", "oraclekd", "--oracle_kd_shift_frames", "-1",
+        "--conv_kd_shift_frames", "2", "--stage", "8", "--stop_stage", "8")
+    moved = student_dir(exp, "oraclekd")
+    assert moved.name == student_dir(recipe / "exp", "oraclekd").name.replace("_seed1", "_shift-1_seed1")
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    assert config["model_conf"]["kd_shift_frames"] == -1
+    posteriors = {name: path for path, name, _ in config["train_data_path_and_name_and_type"]}["teacher_topk_post"]
+    assert Path(posteriors).parent.parent == Path("exp_shift/teacher_oracle/posteriors")  # the stage-7 dump
+    inference = yaml.safe_load((moved / "config.inference.yaml").read_text())
+    assert inference["model"] == "espnet" and "kd_shift_frames" not in inference.get("model_conf", {})
+    result = subprocess.run([str(recipe / "run.sh"), *TINY, "--exp", "exp_shift", "--student_systems", "avgkd",
+                             "--oracle_kd_shift_frames", "1", "--stage", "8", "--stop_stage", "8"],
+                            cwd=recipe, env=dict(os.environ, FSDD=str(FSDD)), capture_output=True, text=True)
+    assert result.returncode != 0 and "avgkd averages both teachers' unmoved posteriors" in result.stderr

@@ -18,6 +18,24 @@ def valid_frames(lengths: torch.Tensor, maxlen: int) -> torch.Tensor:
     return ~make_pad_mask(lengths, maxlen=maxlen).to(lengths.device)
 
 
+def shift_frames(frames: torch.Tensor, lengths: torch.Tensor, by: int) -> torch.Tensor:
+    """(B, T', ...) frames moved ``by`` frames later (earlier if negative) inside each utterance.
+
+    Output frame t of utterance b is input frame ``clamp(t - by, 0, lengths[b] - 1)``: the edge
+    frame is repeated where the move opens a gap, frames moved past the end are dropped and each
+    utterance keeps its frame count. Used to move a teacher's spikes in time (KD students learn
+    the teacher's timing; README Results, "Moving the teachers' posteriors in time").
+    """
+    if by == 0:
+        return frames
+    batch, maxlen = frames.shape[:2]
+    time = torch.arange(maxlen, device=frames.device)[None]
+    last = (lengths.to(frames.device).clamp(min=1, max=maxlen) - 1)[:, None]
+    index = torch.minimum((time - by).clamp(min=0), last)  # (B, T')
+    index = index.view(batch, maxlen, *[1] * (frames.dim() - 2)).expand_as(frames)
+    return frames.gather(1, index)
+
+
 def frame_kd_loss(
     student_logits: torch.Tensor,
     teacher_log_probs: torch.Tensor,

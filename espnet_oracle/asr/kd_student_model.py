@@ -17,6 +17,7 @@ from espnet_oracle.asr.kd_loss import (
     frame_kd_loss,
     frame_kd_loss_topk,
     guided_ctc_loss_best,
+    shift_frames,
     topk_to_dense_batch,
     unpack_topk_batch,
     weighted_ctc_loss,
@@ -118,6 +119,10 @@ class KDStudentModel(ESPnetASRModel):
             expanded to (B, T', V) for it).
         guided_ctc_weight: g >= 0.
         seq_kd_weight: s >= 0.
+        kd_shift_frames: move the teacher posteriors this many frames later (earlier if
+            negative) inside each utterance before KD and Guided CTC use them
+            (``kd_loss.shift_frames``; 0: as stored or computed online). Frame counts are
+            checked before the move.
         online_teacher_config: the online teacher's train config.yaml (with
             ``online_teacher_model_file``; None: posteriors come from the data).
         online_teacher_model_file: the online teacher's checkpoint (.pth).
@@ -132,6 +137,7 @@ class KDStudentModel(ESPnetASRModel):
         kd_frames: str = "all",
         guided_ctc_weight: float = 0.0,
         seq_kd_weight: float = 0.0,
+        kd_shift_frames: int = 0,
         online_teacher_config: Optional[str] = None,
         online_teacher_model_file: Optional[str] = None,
         **kwargs,
@@ -167,6 +173,7 @@ class KDStudentModel(ESPnetASRModel):
         self.kd_frames = kd_frames
         self.guided_ctc_weight = guided_ctc_weight
         self.seq_kd_weight = seq_kd_weight
+        self.kd_shift_frames = kd_shift_frames
         if (online_teacher_config is None) != (online_teacher_model_file is None):
             raise ValueError(
                 "an online teacher needs both online_teacher_config and online_teacher_model_file "
@@ -364,6 +371,9 @@ class KDStudentModel(ESPnetASRModel):
         student_logits = self.ctc.ctc_lo(encoder_out)
         if has_post:
             teacher_post = teacher_post[:, : encoder_out.size(1)]
+            # within each utterance's stored frames (check_frames below compares those counts); a
+            # top-k frame moves as one row
+            teacher_post = shift_frames(teacher_post, teacher_post_lengths, self.kd_shift_frames)
             if topk:
                 ids, values, leftover, teacher_vocab_size = unpack_topk_batch(teacher_post)
                 # the teacher's top-1 token (its spread leftover is smaller); on a float16 tie it may

@@ -110,6 +110,7 @@ GROUP_SETTINGS = (("alpha", "α {alpha}, τ {tau}, frames {frames}"),
 def group_label(group: str, system: str) -> str:
     info = parse_student_dir(f"{group}_seed0") or {}
     settings = [text.format(**info) for field, text in GROUP_SETTINGS if info.get(field) is not None]
+    settings += [f"teacher posteriors moved {info['shift']:+d} frames"] if info.get("shift") else []
     settings += ["online teacher, no dump"] if info.get("online") else []
     return STUDENT_SYSTEMS[system] + (f" ({'; '.join(settings)})" if settings else "")
 
@@ -511,6 +512,8 @@ def main(argv=None):
     parser.add_argument("--self_distill_kd_weight", default="1.0")
     parser.add_argument("--online_teacher", default="false",
                         help="true: this run's convkd/oraclekd students learned from an online teacher")
+    parser.add_argument("--conv_kd_shift_frames", default="0", help="this run's moves of the teachers' posteriors")
+    parser.add_argument("--oracle_kd_shift_frames", default="0")
     args = parser.parse_args(argv)
     exp = Path(args.exp)
     sets = args.sets.split()
@@ -518,7 +521,7 @@ def main(argv=None):
     seeds = args.seeds.split()
     current = {k: getattr(args, k) for k in ("kd_weight", "kd_temperature", "kd_frames", "guided_ctc_weight",
                                              "seq_kd_weight", "seq_kd_nbest", "self_distill_kd_weight",
-                                             "online_teacher")}
+                                             "online_teacher", "conv_kd_shift_frames", "oracle_kd_shift_frames")}
     groups = student_groups(exp, seeds, current)
     # (name, label, dirs) of every system in the tables: teachers, then student groups
     systems = [(t, LABELS[t], [exp / t]) for t in TEACHERS if (exp / t).exists()]

@@ -31,6 +31,13 @@ with the dump-based ones::
 
     student_oraclekd_a0.5_t1_nonblank_online_seed1
 
+The posteriors of a teacher moved N frames in time (run.sh ``--conv_kd_shift_frames N`` /
+``--oracle_kd_shift_frames N``, model_conf ``kd_shift_frames``; for the systems that learn from that
+teacher's posteriors) add ``_shift<N>`` before it (N < 0: earlier); N = 0 adds nothing::
+
+    student_oraclekd_a0.5_t1_words_shift1_seed1
+    student_convguided_g1_shift-1_seed1
+
 run.sh calls ``python -m espnet_oracle.utils.systems`` (see ``main``); stage 10
 (make_results) and the plots import :func:`student_dir`.
 """
@@ -75,17 +82,20 @@ AVERAGED_TEACHERS = ("teacher_conventional", "teacher_oracle")
 ONLINE_SYSTEMS = ("convkd", "oraclekd")
 #: systems that need no teacher, so --online_teacher changes nothing for them
 NO_TEACHER_SYSTEMS = ("nokd",)
+#: teacher -> the option that moves its posteriors in time (frames; kd_loss.shift_frames)
+SHIFT_OPTIONS = {"teacher_conventional": "conv_kd_shift_frames", "teacher_oracle": "oracle_kd_shift_frames"}
 KD_FRAMES = {"all": "all", "teacher_nonblank": "nonblank", "teacher_nonblank_renorm": "renorm",
              "teacher_nonblank_words": "words"}
 _NUM = r"[0-9.e+-]+"
 _FRAMES = "|".join(KD_FRAMES.values())
-#: student_<system>[_a<alpha>_t<tau>_<frames>][_k<w>_t<tau>_<frames>][_g<g>][_s<s>_n<N>][_online]_seed<seed>
+#: student_<system>[_a<alpha>_t<tau>_<frames>][_k<w>_t<tau>_<frames>][_g<g>][_s<s>_n<N>][_shift<N>][_online]_seed<seed>
 STUDENT_DIR = re.compile(
     rf"^student_(?P<system>{'|'.join(sorted(STUDENT_SYSTEMS, key=len, reverse=True))})"
     rf"(?:_a(?P<alpha>{_NUM})_t(?P<tau>{_NUM})_(?P<frames>{_FRAMES}))?"
     rf"(?:_k(?P<sd_weight>{_NUM})_t(?P<sd_tau>{_NUM})_(?P<sd_frames>{_FRAMES}))?"
     rf"(?:_g(?P<guided>{_NUM}))?"
     rf"(?:_s(?P<seq>{_NUM})_n(?P<nbest>[0-9]+))?"
+    r"(?:_shift(?P<shift>-?[1-9][0-9]*))?"
     r"(?P<online>_online)?"
     r"_seed(?P<seed>[0-9]+)$"
 )
@@ -120,6 +130,21 @@ def check_online(system: str, online_teacher) -> None:
         )
 
 
+def kd_shift(system: str, conv_kd_shift_frames=0, oracle_kd_shift_frames=0) -> int:
+    """The frames ``system``'s teacher posteriors are moved (0 for systems without them)."""
+    given = dict(conv_kd_shift_frames=conv_kd_shift_frames, oracle_kd_shift_frames=oracle_kd_shift_frames)
+    for name, value in given.items():
+        if not re.fullmatch(r"-?(0|[1-9][0-9]*)", str(value)):
+            raise ValueError(f"{name} must be a whole number of frames: {value!r}")
+    teacher = POSTERIOR_TEACHER.get(system)
+    if teacher in SHIFT_OPTIONS:
+        return int(given[SHIFT_OPTIONS[teacher]])
+    if teacher is not None and any(int(v) for v in given.values()):
+        raise ValueError(f"{system} averages both teachers' unmoved posteriors: it takes no "
+                         "conv_kd_shift_frames / oracle_kd_shift_frames (leave both 0)")
+    return 0
+
+
 def as_bool(value) -> bool:
     """true/false (run.sh's spelling) or a bool."""
     if isinstance(value, bool):
@@ -140,12 +165,16 @@ def student_group(
     seq_kd_nbest=None,
     self_distill_kd_weight=None,
     online_teacher=False,
+    conv_kd_shift_frames=0,
+    oracle_kd_shift_frames=0,
 ) -> str:
     """The directory name without its seed, e.g. ``student_oraclekd_a0.5_t1_all``.
 
     Only the settings the system's name carries are needed (see ``SYSTEM_SETTINGS``).
     ``online_teacher`` (true for run.sh's ``--online_teacher true``) appends ``_online`` for
     ``convkd``/``oraclekd``, leaves ``nokd`` as it is and is refused for the other systems.
+    ``conv_kd_shift_frames`` / ``oracle_kd_shift_frames`` (frames, 0: unmoved) append ``shift<N>``
+    for the systems that learn from that teacher's posteriors.
     """
     check_system(system)
     check_online(system, online_teacher)
@@ -180,6 +209,9 @@ def student_group(
             if not str(nbest).isdigit() or int(nbest) < 1:
                 raise ValueError(f"seq_kd_nbest must be a whole number >= 1: {nbest}")
             parts.append(f"s{number(weight)}_n{int(nbest)}")
+    shift = kd_shift(system, conv_kd_shift_frames, oracle_kd_shift_frames)
+    if shift:
+        parts.append(f"shift{shift}")
     if as_bool(online_teacher) and system in ONLINE_SYSTEMS:
         parts.append("online")
     return "_".join(parts)
@@ -196,9 +228,9 @@ def parse_student_dir(name: str) -> Optional[dict]:
     Keys: ``system``, ``seed``, ``group`` (the name without ``_seed<n>``) and every
     setting field (None when the system's name does not carry it): ``alpha``, ``tau``,
     ``frames`` (frame-level KD), ``sd_weight``, ``sd_tau``, ``sd_frames``
-    (self-distillation), ``guided``, ``seq``, ``nbest``, and ``online`` (bool: trained from
-    an online teacher). For the paper's three systems the keys are
-    ``system alpha tau frames online seed group``.
+    (self-distillation), ``guided``, ``seq``, ``nbest``, ``shift`` (int: frames the teacher's
+    posteriors were moved, 0 if not) and ``online`` (bool: trained from an online teacher). For
+    the paper's three systems the keys are ``system alpha tau frames shift online seed group``.
     """
     match = STUDENT_DIR.match(name)
     if match is None:
@@ -210,12 +242,15 @@ def parse_student_dir(name: str) -> Optional[dict]:
         if present != (setting in carried):
             return None  # e.g. a Guided-CTC tag on a plain KD system: not a name we make
     out["online"] = out["online"] is not None
+    out["shift"] = int(out["shift"] or 0)
+    if out["shift"] and POSTERIOR_TEACHER.get(out["system"]) not in SHIFT_OPTIONS:
+        return None
     if out["online"] and out["system"] not in ONLINE_SYSTEMS:
         return None
     out["seed"] = int(out["seed"])
     out["group"] = name[: name.rindex("_seed")]
     if out["system"] in PAPER_SYSTEMS:
-        out = {k: out[k] for k in ("system", "alpha", "tau", "frames", "online", "seed", "group")}
+        out = {k: out[k] for k in ("system", "alpha", "tau", "frames", "shift", "online", "seed", "group")}
     return out
 
 
@@ -233,13 +268,17 @@ def main(argv=None):
     parser.add_argument("--online_teacher", default="false",
                         help="true: convkd/oraclekd learn from an online teacher (names end in _online); "
                              "refused for the other KD systems")
+    parser.add_argument("--conv_kd_shift_frames", default="0",
+                        help="frames the conventional teacher's posteriors are moved (< 0: earlier)")
+    parser.add_argument("--oracle_kd_shift_frames", default="0", help="the same for the Oracle Teacher")
     parser.add_argument("--what", choices=("dirs", "posterior_teacher", "hyps_teacher"), default="dirs",
                         help="dirs: the dir names; posterior_teacher / hyps_teacher: per system, the "
                              "teacher whose posteriors / hypotheses it learns from ('-' for none)")
     args = parser.parse_args(argv)
     settings = dict(guided_ctc_weight=args.guided_ctc_weight, seq_kd_weight=args.seq_kd_weight,
                     seq_kd_nbest=args.seq_kd_nbest, self_distill_kd_weight=args.self_distill_kd_weight,
-                    online_teacher=args.online_teacher)
+                    online_teacher=args.online_teacher, conv_kd_shift_frames=args.conv_kd_shift_frames,
+                    oracle_kd_shift_frames=args.oracle_kd_shift_frames)
     try:
         for system in args.systems.split():
             if args.what != "dirs":

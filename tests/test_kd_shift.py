@@ -1,0 +1,105 @@
+"""Moving a teacher's posteriors in time (model_conf ``kd_shift_frames``; run.sh
+``--conv_kd_shift_frames`` / ``--oracle_kd_shift_frames``): rows move inside each utterance, the
+student trained with a move sees exactly the targets of a dump moved beforehand (dense and top-k,
+KD and Guided CTC), and the student dir names carry the move."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from espnet_oracle.asr.kd_loss import shift_frames
+from espnet_oracle.utils.systems import parse_student_dir, student_dir
+
+from test_kd import (  # noqa: F401  (fixtures: build, student, student_and_args, feat_dim; TOKENS for conftest)
+    TOKENS,
+    UTT_IDS,
+    V,
+    _encode,
+    build,
+    feat_dim,
+    speech_batch,
+    student,
+    student_and_args,
+)
+from test_kd_topk import _stored
+
+
+@pytest.mark.parametrize("by,first,second", [
+    (1, [0, 0, 1, 2, 3], [0, 0, 1]),
+    (-2, [2, 3, 4, 4, 4], [2, 2, 2]),
+    (9, [0, 0, 0, 0, 0], [0, 0, 0]),
+    (-9, [4, 4, 4, 4, 4], [2, 2, 2]),
+    (0, [0, 1, 2, 3, 4], [0, 1, 2]),
+])
+def test_rows_move_inside_each_utterance(by, first, second):
+    frames = torch.arange(5.0)[None, :, None].repeat(2, 1, 3)  # (2, 5, 3): row t holds t
+    frames[1, 3:] = -1.0  # padding of the 3-frame utterance: never moved into its frames
+    moved = shift_frames(frames, torch.tensor([5, 3]), by)
+    assert moved.shape == frames.shape
+    assert moved[0, :, 0].tolist() == first and moved[1, :3, 0].tolist() == second
+    assert (moved[..., 0] == moved[..., 2]).all()  # a frame moves as one row
+
+
+def _moved_by_hand(frames: torch.Tensor, lengths: torch.Tensor, by: int) -> torch.Tensor:
+    """What a dump moved beforehand holds: each utterance's frames rolled, edge frame repeated."""
+    out = frames.clone()
+    for i, n in enumerate(lengths.tolist()):
+        rows = frames[i, :n]
+        if by > 0:
+            out[i, :n] = torch.cat([rows[:1].repeat(by, *[1] * (rows.dim() - 1)), rows[: n - by]])
+        else:
+            out[i, :n] = torch.cat([rows[-by:], rows[-1:].repeat(-by, *[1] * (rows.dim() - 1))])
+    return out
+
+
+@pytest.mark.parametrize("stored", ["dense", "topk"])
+@pytest.mark.parametrize("by", [1, -1])
+def test_student_sees_the_moved_targets(build, student, feat_dim, stored, by):
+    options = ("--model", "kd_student", "--model_conf", "kd_weight=0.5", "--model_conf",
+               "kd_frames=teacher_nonblank_words", "--model_conf", "guided_ctc_weight=0.5")
+    unmoved = build(*options)[0].eval()
+    moving = build(*options, "--model_conf", f"kd_shift_frames={by}")[0].eval()
+    assert moving.kd_shift_frames == by
+    unmoved.load_state_dict(student.state_dict())
+    moving.load_state_dict(student.state_dict())
+    speech, lengths, text, tl = speech_batch(feat_dim)
+    _, lens = _encode(unmoved, speech, lengths)
+    g = torch.Generator().manual_seed(5)
+    teacher = torch.log_softmax(torch.randn(3, int(lens.max()), V, generator=g) * 3, -1)
+    teacher[:, ::2, 0] += 6.0  # blank frames between spikes, so that a move changes the targets
+    compact, dense = _stored(torch.log_softmax(teacher, -1), lens, k=4)
+    post = compact if stored == "topk" else dense
+    name = "teacher_topk_post" if stored == "topk" else "teacher_post"
+
+    def stats(model, posteriors):
+        with torch.no_grad():
+            return model(speech.clone(), lengths, text, tl, utt_id=UTT_IDS,
+                         **{name: posteriors, f"{name}_lengths": lens})[1]
+
+    moved = stats(moving, post)
+    by_hand = stats(unmoved, _moved_by_hand(post, lens, by))
+    as_stored = stats(unmoved, post)
+    for key in ("loss", "loss_kd", "loss_guided_ctc"):
+        assert float(moved[key]) == pytest.approx(float(by_hand[key]), rel=1e-6, abs=1e-6), key
+        assert abs(float(moved[key]) - float(as_stored[key])) > 1e-3, key  # the move is not a no-op
+
+
+def test_student_dirs_carry_the_move():
+    name = student_dir("oraclekd", 1, 0.5, 1.0, "teacher_nonblank_words", oracle_kd_shift_frames="1",
+                       conv_kd_shift_frames="-1")
+    assert name == "student_oraclekd_a0.5_t1_words_shift1_seed1"
+    assert parse_student_dir(name)["shift"] == 1
+    assert student_dir("convguided", 2, guided_ctc_weight=1, conv_kd_shift_frames=-1) == \
+        "student_convguided_g1_shift-1_seed2"
+    # a move of 0, or of the other teacher, leaves the name (and so the trained students) as before
+    assert student_dir("convkd", 1, 0.5, 1.0, "all", oracle_kd_shift_frames=2) == "student_convkd_a0.5_t1_all_seed1"
+    assert parse_student_dir("student_convkd_a0.5_t1_all_seed1")["shift"] == 0
+    assert student_dir("nokd", 1, conv_kd_shift_frames=3) == "student_nokd_seed1"
+    # names no run makes: a move on a system without teacher posteriors, a move of 0
+    assert parse_student_dir("student_convseqkd_s1_n1_shift1_seed1") is None
+    assert parse_student_dir("student_oraclekd_a0.5_t1_all_shift0_seed1") is None
+    with pytest.raises(ValueError, match="avgkd averages both teachers' unmoved posteriors"):
+        student_dir("avgkd", 1, 0.5, 1.0, "all", oracle_kd_shift_frames=1)
+    with pytest.raises(ValueError, match="whole number of frames: '1.5'"):
+        student_dir("oraclekd", 1, 0.5, 1.0, "all", oracle_kd_shift_frames="1.5")
