@@ -99,6 +99,11 @@ def test_student_dirs_carry_the_move():
     # names no run makes: a move on a system without teacher posteriors, a move of 0
     assert parse_student_dir("student_convseqkd_s1_n1_shift1_seed1") is None
     assert parse_student_dir("student_oraclekd_a0.5_t1_all_shift0_seed1") is None
+    from espnet_oracle.bin.make_results import group_label
+
+    assert group_label("student_oraclekd_a0.5_t1_words_shift1", "oraclekd").endswith(
+        "frames words; teacher posteriors moved +1 frame)")
+    assert "moved -2 frames" in group_label("student_convkd_a0.5_t1_all_shift-2", "convkd")
     with pytest.raises(ValueError, match="avgkd averages both teachers' unmoved posteriors"):
         student_dir("avgkd", 1, 0.5, 1.0, "all", oracle_kd_shift_frames=1)
     with pytest.raises(ValueError, match="whole number of frames: '1.5'"):

@@ -110,7 +110,8 @@ GROUP_SETTINGS = (("alpha", "α {alpha}, τ {tau}, frames {frames}"),
 def group_label(group: str, system: str) -> str:
     info = parse_student_dir(f"{group}_seed0") or {}
     settings = [text.format(**info) for field, text in GROUP_SETTINGS if info.get(field) is not None]
-    settings += [f"teacher posteriors moved {info['shift']:+d} frames"] if info.get("shift") else []
+    shift = info.get("shift") or 0
+    settings += [f"teacher posteriors moved {shift:+d} frame{'s' * (abs(shift) > 1)}"] if shift else []
     settings += ["online teacher, no dump"] if info.get("online") else []
     return STUDENT_SYSTEMS[system] + (f" ({'; '.join(settings)})" if settings else "")
 
