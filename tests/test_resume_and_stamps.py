@@ -38,7 +38,7 @@ def test_student_dir_names_carry_the_kd_settings():
     assert student_dir("convkd", 2, 0.5, 2, "teacher_nonblank_words") == "student_convkd_a0.5_t2_words_seed2"
     assert parse_student_dir("student_convkd_a0.5_t2_words_seed2")["frames"] == "words"
     info = parse_student_dir("student_oraclekd_a0.5_t1_nonblank_seed2")
-    assert info == dict(system="oraclekd", alpha="0.5", tau="1", frames="nonblank", online=False, seed=2,
+    assert info == dict(system="oraclekd", alpha="0.5", tau="1", frames="nonblank", shift=0, online=False, seed=2,
                         group="student_oraclekd_a0.5_t1_nonblank")
     assert parse_student_dir("student_nokd_seed1")["alpha"] is None
     assert parse_student_dir("student_oraclekd_a0.5_t1_all_seed1.stale-20250101-000000") is None
