@@ -106,5 +106,7 @@ def test_student_dirs_carry_the_move():
     assert "moved -2 frames" in group_label("student_convkd_a0.5_t1_all_shift-2", "convkd")
     with pytest.raises(ValueError, match="avgkd averages both teachers' unmoved posteriors"):
         student_dir("avgkd", 1, 0.5, 1.0, "all", oracle_kd_shift_frames=1)
+    with pytest.raises(ValueError, match="whole number of frames: '-0'"):
+        student_dir("oraclekd", 1, 0.5, 1.0, "all", oracle_kd_shift_frames="-0")  # run.sh would pass -0 on
     with pytest.raises(ValueError, match="whole number of frames: '1.5'"):
         student_dir("oraclekd", 1, 0.5, 1.0, "all", oracle_kd_shift_frames="1.5")

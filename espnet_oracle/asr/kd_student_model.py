@@ -121,8 +121,8 @@ class KDStudentModel(ESPnetASRModel):
         seq_kd_weight: s >= 0.
         kd_shift_frames: move the teacher posteriors this many frames later (earlier if
             negative) inside each utterance before KD and Guided CTC use them
-            (``kd_loss.shift_frames``; 0: as stored or computed online). Frame counts are
-            checked before the move.
+            (``kd_loss.shift_frames``; 0: as stored or computed online). The move keeps
+            each utterance's frame count, which is checked as always.
         online_teacher_config: the online teacher's train config.yaml (with
             ``online_teacher_model_file``; None: posteriors come from the data).
         online_teacher_model_file: the online teacher's checkpoint (.pth).

@@ -571,7 +571,7 @@ def main(argv=None):
     out += ["", "### What each system was trained with", "",
             "From each system's `config.yaml` (written by ESPnet) and `stamp.json` (config, options and "
             "input fingerprints, checked by run.sh before any reuse). Student directory names carry the "
-            "KD settings: `student_<system>_a<KD weight>_t<temperature>_<frames>_seed<seed>`.", "",
+            "KD settings: `student_<system>_a<KD weight>_t<temperature>_<frames>[_shift<frames moved>]_seed<seed>`.", "",
             "| system | directories | config | model | KD weight | KD temperature | KD frames | seeds | max epoch "
             "| other model options |",
             "|---|---|---|---|---|---|---|---|---|---|"]

@@ -48,6 +48,8 @@ def label_of(name: str) -> str:
     extra = [f"{name}={student[key]}" for key, name in names.items() if student.get(key)]
     if student.get("sd_frames"):
         extra[1:1] = [f"τ={student['sd_tau']}", f"frames: {student['sd_frames']}"]
+    if student.get("shift"):
+        extra.append(f"teacher moved {student['shift']:+d} frame(s)")
     if student.get("online"):
         extra.append("online teacher")
     if extra:

@@ -134,7 +134,7 @@ def kd_shift(system: str, conv_kd_shift_frames=0, oracle_kd_shift_frames=0) -> i
     """The frames ``system``'s teacher posteriors are moved (0 for systems without them)."""
     given = dict(conv_kd_shift_frames=conv_kd_shift_frames, oracle_kd_shift_frames=oracle_kd_shift_frames)
     for name, value in given.items():
-        if not re.fullmatch(r"-?(0|[1-9][0-9]*)", str(value)):
+        if not re.fullmatch(r"0|-?[1-9][0-9]*", str(value)):
             raise ValueError(f"{name} must be a whole number of frames: {value!r}")
     teacher = POSTERIOR_TEACHER.get(system)
     if teacher in SHIFT_OPTIONS:
