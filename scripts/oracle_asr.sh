@@ -509,14 +509,12 @@ student_args() {
     local teacher
     teacher=$(system_teacher posterior_teacher "$1")
     [ -n "${teacher}" ] || return 0
-    local post=${exp}/${teacher}/posteriors shift=0
+    local post=${exp}/${teacher}/posteriors shift
+    shift=$(${python} -m espnet_oracle.utils.systems --systems "$1" --what kd_shift_frames "${system_opts[@]}") \
+        || die "bad --conv_kd_shift_frames / --oracle_kd_shift_frames for $1"
     echo --model kd_student \
         --model_conf "kd_weight=${kd_weight}" --model_conf "kd_temperature=${kd_temperature}" \
         --model_conf "kd_frames=${kd_frames}"
-    case "${teacher}" in
-        teacher_conventional) shift=${conv_kd_shift_frames} ;;
-        teacher_oracle) shift=${oracle_kd_shift_frames} ;;
-    esac
     [ "${shift}" = 0 ] || echo --model_conf "kd_shift_frames=${shift}"
     if [ "${online_teacher}" = true ]; then
         echo --model_conf "online_teacher_config=${exp}/${teacher}/config.yaml" \

@@ -271,9 +271,11 @@ def main(argv=None):
     parser.add_argument("--conv_kd_shift_frames", default="0",
                         help="frames the conventional teacher's posteriors are moved (< 0: earlier)")
     parser.add_argument("--oracle_kd_shift_frames", default="0", help="the same for the Oracle Teacher")
-    parser.add_argument("--what", choices=("dirs", "posterior_teacher", "hyps_teacher"), default="dirs",
+    parser.add_argument("--what", choices=("dirs", "posterior_teacher", "hyps_teacher", "kd_shift_frames"),
+                        default="dirs",
                         help="dirs: the dir names; posterior_teacher / hyps_teacher: per system, the "
-                             "teacher whose posteriors / hypotheses it learns from ('-' for none)")
+                             "teacher whose posteriors / hypotheses it learns from ('-' for none); "
+                             "kd_shift_frames: per system, the frames its teacher posteriors are moved")
     args = parser.parse_args(argv)
     settings = dict(guided_ctc_weight=args.guided_ctc_weight, seq_kd_weight=args.seq_kd_weight,
                     seq_kd_nbest=args.seq_kd_nbest, self_distill_kd_weight=args.self_distill_kd_weight,
@@ -284,6 +286,9 @@ def main(argv=None):
             if args.what != "dirs":
                 check_system(system)
                 check_online(system, args.online_teacher)
+                if args.what == "kd_shift_frames":
+                    print(kd_shift(system, args.conv_kd_shift_frames, args.oracle_kd_shift_frames))
+                    continue
                 table = POSTERIOR_TEACHER if args.what == "posterior_teacher" else HYPS_TEACHER
                 print(table.get(system, "-"))
                 continue
