@@ -110,3 +110,52 @@ def test_student_dirs_carry_the_move():
         student_dir("oraclekd", 1, 0.5, 1.0, "all", oracle_kd_shift_frames="-0")  # run.sh would pass -0 on
     with pytest.raises(ValueError, match="whole number of frames: '1.5'"):
         student_dir("oraclekd", 1, 0.5, 1.0, "all", oracle_kd_shift_frames="1.5")
+
+
+@pytest.mark.parametrize("stored", ["dense", "topk"])
+def test_tolerant_student_takes_each_utterances_best_move(build, student, feat_dim, stored):
+    """kd_shift_tolerance: per utterance, the lowest KD term over the teacher moved by -S..S frames."""
+    options = ("--model", "kd_student", "--model_conf", "kd_weight=0.5", "--model_conf", "kd_frames=all")
+    unmoved = build(*options)[0].eval()
+    tolerant = build(*options, "--model_conf", "kd_shift_tolerance=1")[0].eval()
+    unmoved.load_state_dict(student.state_dict())
+    tolerant.load_state_dict(student.state_dict())
+    speech, lengths, text, tl = speech_batch(feat_dim)
+    enc, lens = _encode(unmoved, speech, lengths)
+    with torch.no_grad():
+        own = torch.log_softmax(unmoved.ctc.ctc_lo(enc), -1)
+    own = torch.log_softmax(own * 4, -1)  # sharper than the student's: the moves' KD terms differ more
+    # utterances 0 and 1: the student's own posteriors one frame late (moving them back fits best);
+    # utterance 2: as the student has them (no move fits best)
+    teacher = _moved_by_hand(own, lens, 1)
+    teacher[2] = own[2]
+    compact, dense = _stored(teacher, lens, k=V)  # k = V: the stored top-k rows are exact
+    post = compact if stored == "topk" else dense
+    name = "teacher_topk_post" if stored == "topk" else "teacher_post"
+
+    def stats(model, posteriors):
+        with torch.no_grad():
+            return model(speech.clone(), lengths, text, tl, utt_id=UTT_IDS,
+                         **{name: posteriors, f"{name}_lengths": lens})[1]
+
+    tolerant_stats = stats(tolerant, post)
+    assert float(tolerant_stats["kd_shift_chosen"]) == pytest.approx(-2 / 3)
+    assert float(tolerant_stats["loss_kd"]) < float(stats(unmoved, post)["loss_kd"]) - 0.5
+    # its KD term is the per-utterance minimum of the three moved teachers' (each scored alone)
+    best = 0.0
+    for i in range(3):
+        one = dict(speech=speech[i : i + 1, : lengths[i]].clone(), lengths=lengths[i : i + 1],
+                   text=text[i : i + 1, : tl[i]], tl=tl[i : i + 1])
+        terms = []
+        for by in (-1, 0, 1):
+            moved = _moved_by_hand(post[i : i + 1, : lens[i]], lens[i : i + 1], by) if by else post[i : i + 1, : lens[i]]
+            with torch.no_grad():
+                terms.append(float(unmoved(one["speech"], one["lengths"], one["text"], one["tl"], utt_id=[UTT_IDS[i]],
+                                           **{name: moved, f"{name}_lengths": lens[i : i + 1]})[1]["loss_kd"]))
+        best += min(terms)
+    assert float(tolerant_stats["loss_kd"]) == pytest.approx(best / 3, rel=1e-4)
+
+
+def test_tolerance_must_not_be_negative(build):
+    with pytest.raises(ValueError, match="kd_shift_tolerance must be >= 0"):
+        build("--model", "kd_student", "--model_conf", "kd_shift_tolerance=-1")

@@ -123,6 +123,12 @@ class KDStudentModel(ESPnetASRModel):
             negative) inside each utterance before KD and Guided CTC use them
             (``kd_loss.shift_frames``; 0: as stored or computed online). The move keeps
             each utterance's frame count, which is checked as always.
+        kd_shift_tolerance: S >= 0. With S > 0 each utterance's KD term is the lowest of
+            its KD terms to the teacher moved by ``kd_shift_frames + s`` for s in -S..S
+            (chosen per utterance and step): the student keeps its own timing within S
+            frames and learns from the teacher which token, not when (README Results,
+            "Timing-tolerant KD"). Guided CTC uses the teacher moved by ``kd_shift_frames``
+            only. The stat ``kd_shift_chosen`` is the batch's mean chosen s.
         online_teacher_config: the online teacher's train config.yaml (with
             ``online_teacher_model_file``; None: posteriors come from the data).
         online_teacher_model_file: the online teacher's checkpoint (.pth).
@@ -138,6 +144,7 @@ class KDStudentModel(ESPnetASRModel):
         guided_ctc_weight: float = 0.0,
         seq_kd_weight: float = 0.0,
         kd_shift_frames: int = 0,
+        kd_shift_tolerance: int = 0,
         online_teacher_config: Optional[str] = None,
         online_teacher_model_file: Optional[str] = None,
         **kwargs,
@@ -156,6 +163,8 @@ class KDStudentModel(ESPnetASRModel):
             raise ValueError(f"guided_ctc_weight must be >= 0: {guided_ctc_weight}")
         if seq_kd_weight < 0:
             raise ValueError(f"seq_kd_weight must be >= 0: {seq_kd_weight}")
+        if kd_shift_tolerance < 0:
+            raise ValueError(f"kd_shift_tolerance must be >= 0: {kd_shift_tolerance}")
         if self.decoder is not None:
             raise ValueError("model: kd_student is CTC-only; set decoder: null")
         if self.specaug is not None and getattr(self.specaug, "time_warp", None) is not None:
@@ -174,6 +183,7 @@ class KDStudentModel(ESPnetASRModel):
         self.guided_ctc_weight = guided_ctc_weight
         self.seq_kd_weight = seq_kd_weight
         self.kd_shift_frames = kd_shift_frames
+        self.kd_shift_tolerance = kd_shift_tolerance
         if (online_teacher_config is None) != (online_teacher_model_file is None):
             raise ValueError(
                 "an online teacher needs both online_teacher_config and online_teacher_model_file "
@@ -275,6 +285,34 @@ class KDStudentModel(ESPnetASRModel):
                 "posteriors are never truncated or padded to fit."
             )
 
+    def frame_kd(
+        self, student_logits: torch.Tensor, teacher_post: torch.Tensor, lengths: torch.Tensor, topk: bool
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B,) KD sums (``kd_frames``, ``kd_temperature``) of (B, T', V) student scores to one
+        batch of teacher posteriors (dense log-probs, or top-k rows when ``topk``), and the teacher's
+        (B, T') best token per frame."""
+        if topk:
+            ids, values, leftover, teacher_vocab_size = unpack_topk_batch(teacher_post)
+            # the teacher's top-1 token (its spread leftover is smaller); on a float16 tie it may
+            # differ from the expanded frame's first-index argmax, and is the truer one
+            teacher_best = ids[..., 0]
+        else:
+            teacher_best = teacher_post.argmax(dim=-1)
+        frame_mask = None
+        if self.kd_frames in SPIKE_FRAME_CHOICES:
+            frame_mask = teacher_best != self.blank_id
+        options = dict(temperature=self.kd_temperature, frame_mask=frame_mask,
+                       renormalize=self.kd_frames == "teacher_nonblank_renorm")
+        if self.kd_frames == "teacher_nonblank_words":
+            if topk:
+                teacher_post = topk_to_dense_batch(ids, values, leftover, lengths, teacher_vocab_size)
+            kd_per_utt = frame_kd_loss(student_logits, teacher_post, lengths, exclude_token=self.blank_id, **options)
+        elif topk:
+            kd_per_utt = frame_kd_loss_topk(student_logits, ids, values, leftover, lengths, **options)
+        else:
+            kd_per_utt = frame_kd_loss(student_logits, teacher_post, lengths, **options)
+        return kd_per_utt, teacher_best
+
     def teacher_hypotheses(
         self,
         teacher_hyp: torch.Tensor,
@@ -371,33 +409,22 @@ class KDStudentModel(ESPnetASRModel):
         student_logits = self.ctc.ctc_lo(encoder_out)
         if has_post:
             teacher_post = teacher_post[:, : encoder_out.size(1)]
-            # within each utterance's stored frames (check_frames below compares those counts); a
-            # top-k frame moves as one row
-            teacher_post = shift_frames(teacher_post, teacher_post_lengths, self.kd_shift_frames)
-            if topk:
-                ids, values, leftover, teacher_vocab_size = unpack_topk_batch(teacher_post)
-                # the teacher's top-1 token (its spread leftover is smaller); on a float16 tie it may
-                # differ from the expanded frame's first-index argmax, and is the truer one
-                teacher_best = ids[..., 0]
-            else:
-                teacher_vocab_size, teacher_best = teacher_post.size(-1), teacher_post.argmax(dim=-1)
+            teacher_vocab_size = unpack_topk_batch(teacher_post)[3] if topk else teacher_post.size(-1)
             self.check_frames(encoder_out_lens, teacher_post_lengths, teacher_vocab_size, utt_id)
-            frame_mask = None
-            if self.kd_frames in SPIKE_FRAME_CHOICES:
-                frame_mask = teacher_best != self.blank_id
-            options = dict(temperature=self.kd_temperature, frame_mask=frame_mask,
-                           renormalize=self.kd_frames == "teacher_nonblank_renorm")
-            if self.kd_frames == "teacher_nonblank_words":
-                if topk:
-                    teacher_post = topk_to_dense_batch(ids, values, leftover, encoder_out_lens,
-                                                       teacher_vocab_size)
-                kd_per_utt = frame_kd_loss(student_logits, teacher_post, encoder_out_lens,
-                                           exclude_token=self.blank_id, **options)
-            elif topk:
-                kd_per_utt = frame_kd_loss_topk(student_logits, ids, values, leftover, encoder_out_lens,
-                                                **options)
-            else:
-                kd_per_utt = frame_kd_loss(student_logits, teacher_post, encoder_out_lens, **options)
+            # moves stay within each utterance's stored frames (just checked); a top-k frame moves as one row
+            kd_per_utt, teacher_best = self.frame_kd(
+                student_logits, shift_frames(teacher_post, teacher_post_lengths, self.kd_shift_frames),
+                encoder_out_lens, topk)
+            if self.kd_shift_tolerance:
+                offsets = [s for s in range(-self.kd_shift_tolerance, self.kd_shift_tolerance + 1) if s]
+                tries = [kd_per_utt] + [
+                    self.frame_kd(student_logits,
+                                  shift_frames(teacher_post, teacher_post_lengths, self.kd_shift_frames + s),
+                                  encoder_out_lens, topk)[0]
+                    for s in offsets
+                ]
+                kd_per_utt, chosen = torch.stack(tries).min(dim=0)  # (B,): lowest KD term per utterance
+                stats["kd_shift_chosen"] = torch.tensor([0] + offsets, dtype=torch.float)[chosen.cpu()].mean()
             loss_kd = kd_per_utt.sum() / batch_size * self.kd_temperature**2
             loss = loss + self.kd_weight * loss_kd
             stats["loss_kd"] = loss_kd.detach()

@@ -40,7 +40,7 @@ import yaml
 from espnet_oracle.utils.datadir import atomic_copy, atomic_write_text
 
 KD_MODEL_CONF = ("kd_weight", "kd_temperature", "kd_frames", "guided_ctc_weight", "seq_kd_weight",
-                 "kd_shift_frames", "online_teacher_config", "online_teacher_model_file")
+                 "kd_shift_frames", "kd_shift_tolerance", "online_teacher_config", "online_teacher_model_file")
 # training-only inputs of a KD student
 KD_DATA_NAMES = ("teacher_post", "teacher_topk_post", "teacher_hyp")
 INFERENCE_CONFIG = "config.inference.yaml"
