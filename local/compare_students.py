@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Student systems from any experiment dirs side by side: greedy WER per set, spike onset, the
+"""Student systems from any experiment dirs side by side: greedy WER per set, spike onset error, the
 last epoch's mean ``kd_shift_chosen``, and paired bootstraps of chosen pairs (seeds pooled).
 
 Why it exists: RESULTS.md (stage 10) compares the student systems of one ``--exp``; runs that put
@@ -20,7 +20,7 @@ import glob
 import sys
 from pathlib import Path
 
-from espnet_oracle.bin.make_results import bootstrap, fmt, pooled_word_errors, scores
+from espnet_oracle.bin.make_results import bootstrap, fmt, onset_error, pooled_word_errors, scores
 
 
 def last_epoch_stat(exp_dir: Path, key: str):
@@ -41,7 +41,7 @@ def main(argv=None):
     parser.add_argument("--system", action="append", required=True, metavar="NAME=GLOB",
                         help="a student system: its name and a glob of its seed dirs")
     parser.add_argument("--sets", default="test test_unseen")
-    parser.add_argument("--onset_set", default="test", help="set whose spike onset is reported")
+    parser.add_argument("--onset_set", default="test", help="set whose spike onset error is reported")
     parser.add_argument("--compare", action="append", default=[], metavar="A:B", help="bootstrap A vs B")
     args = parser.parse_args(argv)
     sets = args.sets.split()
@@ -56,12 +56,12 @@ def main(argv=None):
         if spec.count(":") != 1 or any(n not in systems for n in spec.split(":")):
             sys.exit(f"compare_students: --compare {spec!r}: need A:B, both names given by --system")
 
-    print(f"| system | seeds | onset (ms, {args.onset_set}) | "
+    # onset error as in RESULTS.md: mean |spike onset - word start| over the seeds' words, 95 % CI
+    print(f"| system | seeds | onset error (ms, {args.onset_set}) | "
           + " | ".join(f"{s} WER %" for s in sets) + " | kd_shift_chosen (last epoch) |")
     print("|---|---|---|" + "---|" * len(sets) + "---|")
     for name, dirs in systems.items():
-        onset = fmt([(scores(d, args.onset_set, "greedy") or {}).get("spike", {}).get("mean_onset_offset_ms")
-                     for d in dirs], 0)
+        onset = onset_error([scores(d, args.onset_set, "greedy") for d in dirs])
         wers = [fmt([(scores(d, s, "greedy") or {}).get("wer") for d in dirs]) for s in sets]
         chosen = [last_epoch_stat(d, "kd_shift_chosen") for d in dirs]
         print(f"| {name} | {len(dirs)} | {onset} | " + " | ".join(wers)

@@ -29,7 +29,8 @@ def student(root: Path, name: str, hyps: dict, onset_ms: float, chosen=None) -> 
         write(decode / "text", hyps)
         score(root.parent / "data", decode)
         scores = json.loads((decode / "scores.json").read_text())
-        scores["spike"] = {"mean_onset_offset_ms": onset_ms}  # as score.py writes it with word_align
+        # as score.py writes it with word_align: |onset| of 60 words per seed, sd 10 ms
+        scores["spike"] = {"n_onsets": 60, "mean_abs_onset_offset_ms": onset_ms, "abs_onset_offset_sd_ms": 10.0}
         (decode / "scores.json").write_text(json.dumps(scores))
     if chosen is not None:  # ESPnet's checkpoint: the reporter's per-epoch stats
         stats = {epoch: {"train": {"kd_shift_chosen": value}} for epoch, value in enumerate(chosen, 1)}
@@ -45,8 +46,8 @@ def test_tables_and_bootstrap_across_dirs(tmp_path, capsys):
     compare_students.main(["--system", f"A={tmp_path}/exp/student_a_seed*",
                            "--system", f"B={tmp_path}/exp_other/student_b_seed*", "--compare", "A:B"])
     out = capsys.readouterr().out
-    assert "| A | 2 | 102 ± 1 | 0.00 ± 0.00 | 0.00 ± 0.00 | 0.38 ± 0.18 |" in out  # last epoch: 0.25, 0.5
-    assert "| B | 2 | 150 ± 0 | 16.67 ± 0.00 | 16.67 ± 0.00 | – |" in out
+    assert "| A | 2 | 102 [100, 103] | 0.00 ± 0.00 | 0.00 ± 0.00 | 0.38 ± 0.18 |" in out  # last epoch: 0.25, 0.5
+    assert "| B | 2 | 150 [148, 152] | 16.67 ± 0.00 | 16.67 ± 0.00 | – |" in out
     assert "| test | A vs B | 0.00 | 16.67 | -16.67 |" in out and "< 0.001 |" in out
 
 
