@@ -16,7 +16,8 @@ Run from the recipe dir after stage 9:
 Writes ``<out>/<set>.tsv`` (system; ``I``, inserted word, reference word its spike lies in or
 ``-`` for none; or ``S``, reference word, the word written for it; count over the system's models)
 and prints, per system, substitution / deletion / insertion rates (mean over models) and the most
-frequent (inserted word, host word) and (reference word, substitute) pairs.
+frequent (inserted word, host word) and (reference word, substitute) pairs; with ``--positions``
+also where in each reference word the correctly written words fire (0 = its start, 1 = its end).
 """
 
 import argparse
@@ -36,9 +37,8 @@ def read_lists(path: Path) -> dict:
     return {utt: rest.split() for utt, rest in read_kaldi_map(path).items()}
 
 
-def model_insertions(decode_dir: Path, refs: dict, word_align: dict) -> tuple:
-    """((words, substitutions, deletions, insertions), Counter of ("I", inserted word, host word) and
-    ("S", reference word, substitute))."""
+def read_decode(decode_dir: Path, refs: dict) -> tuple:
+    """(hyps, {utt: frames}, a frame's time: offset_s + frame * shift_s) of a greedy word-unit decode."""
     hyps, tokens = read_lists(decode_dir / "text"), read_lists(decode_dir / "token")
     frames = {u: [int(f) for f in v] for u, v in read_lists(decode_dir / "ctc_frames").items()}
     shift_s = float((decode_dir / "frame_shift_ms").read_text()) / 1000.0
@@ -46,12 +46,34 @@ def model_insertions(decode_dir: Path, refs: dict, word_align: dict) -> tuple:
     missing = sorted(set(refs) - set(hyps))
     if missing:
         raise SystemExit(f"{decode_dir}: no hypothesis for {len(missing)} utterance(s), e.g. {missing[0]}")
+    for utt in refs:
+        if tokens.get(utt) != hyps[utt] or len(frames.get(utt, [])) != len(hyps[utt]):
+            raise SystemExit(f"{decode_dir}: utterance {utt}: tokens/ctc_frames do not match the words of "
+                             f"'text' (this check needs word units, one CTC frame per word)")
+    return hyps, frames, offset_s, shift_s
+
+
+def spike_positions(decode_dir: Path, refs: dict, word_align: dict) -> dict:
+    """{reference word: [where its spike fires in its span, 0 = start .. 1 = end]} over the words
+    the decode writes correctly (a mean onset over all words can hide one word's placement)."""
+    hyps, frames, offset_s, shift_s = read_decode(decode_dir, refs)
+    out = {}
+    for utt, ref in refs.items():
+        for op, i, j in align(ref, hyps[utt]):
+            if op == "C":
+                span = word_align[utt][i]
+                t = offset_s + frames[utt][j] * shift_s
+                out.setdefault(ref[i], []).append((t - span.start) / max(span.end - span.start, 1e-6))
+    return out
+
+
+def model_insertions(decode_dir: Path, refs: dict, word_align: dict) -> tuple:
+    """((words, substitutions, deletions, insertions), Counter of ("I", inserted word, host word) and
+    ("S", reference word, substitute))."""
+    hyps, frames, offset_s, shift_s = read_decode(decode_dir, refs)
     counts, hosts = Counter(), Counter()
     for utt, ref in refs.items():
         hyp = hyps[utt]
-        if tokens.get(utt) != hyp or len(frames.get(utt, [])) != len(hyp):
-            raise SystemExit(f"{decode_dir}: utterance {utt}: tokens/ctc_frames do not match the words of "
-                             f"'text' (this check needs word units, one CTC frame per word)")
         counts["words"] += len(ref)
         for op, i, j in align(ref, hyp):
             counts[op] += 1
@@ -71,6 +93,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default="data", help="dir holding <set>/text and <set>/word_align")
     parser.add_argument("--top", type=int, default=3, help="(inserted, host) pairs printed per system")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--positions", action="store_true",
+                        help="also print where in each reference word its spike fires (correct words, "
+                             "share of the word's span, the models pooled)")
     args = parser.parse_args(argv)
     refs = read_lists(Path(args.data) / args.set / "text")
     word_align = read_word_align(Path(args.data) / args.set / "word_align")
@@ -95,6 +120,13 @@ def main(argv=None) -> int:
         print(f"{name} ({len(dirs)} models, {args.set}): sub {sub:.1f} % del {dele:.1f} % ins {ins:.1f} %; "
               f"{sum(n for key, n in hosts.items() if key[0] == 'I')} insertions, most: {inserted}; "
               f"substitutions, most: {substituted}")
+        if args.positions:
+            pooled = {}
+            for d in dirs:
+                for word, values in spike_positions(d / f"decode_{args.set}_greedy", refs, word_align).items():
+                    pooled.setdefault(word, []).extend(values)
+            print(f"{name}: spike position in the word (correct words): "
+                  + ", ".join(f"{w} {mean(v):.2f}" for w, v in sorted(pooled.items())))
     (out / f"{args.set}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return 0
 

@@ -53,6 +53,23 @@ def test_insertions_are_placed_in_their_host_word(recipe, capsys, load_script):
     assert "sub 16.7 % del 0.0 % ins 50.0 %" in printed  # model 1: 0/3, 0/3, 2/3; model 2: 1/3, 0/3, 1/3
 
 
+def test_spike_positions_in_the_word(recipe, capsys, load_script):
+    check = load_script(SCRIPT)
+    # NINE (0.0-0.6 s) fires at frames 2 and 3 (0.1225, 0.1625 s), ONE (0.8-1.2 s) at frame 25
+    # (1.0425 s) twice, TWO (0.2-0.5 s) at frame 8 (0.3625 s); model 2's b is wrong: no position
+    make_decode(recipe / "exp" / "m_seed1", {"a": "NINE FIVE SIX ONE", "b": "TWO"}, {"a": [2, 10, 14, 25], "b": [8]})
+    make_decode(recipe / "exp" / "m_seed2", {"a": "NINE FIVE ONE", "b": "THREE"}, {"a": [3, 12, 25], "b": [8]})
+    refs, word_align = (check.read_lists(recipe / "data" / "test" / "text"),
+                        check.read_word_align(recipe / "data" / "test" / "word_align"))
+    positions = check.spike_positions(recipe / "exp" / "m_seed1" / "decode_test_greedy", refs, word_align)
+    assert sorted(positions) == ["NINE", "ONE", "TWO"]  # the wrong words FIVE, SIX: none
+    assert [p for w in ("NINE", "ONE", "TWO") for p in positions[w]] == pytest.approx([0.1225 / 0.6, 0.2425 / 0.4,
+                                                                                      0.1625 / 0.3])
+    assert check.main(["--system", f"two={recipe}/exp/m_seed*", "--set", "test", "--positions",
+                       "--data", str(recipe / "data"), "--out", str(recipe / "out")]) == 0
+    assert "two: spike position in the word (correct words): NINE 0.24, ONE 0.61, TWO 0.54" in capsys.readouterr().out
+
+
 def test_refuses_subword_decodes(recipe, load_script):
     check = load_script(SCRIPT)
     make_decode(recipe / "exp" / "m_seed1", {"a": "NINE ONE", "b": "TWO"}, {"a": [2, 25], "b": [8]})
