@@ -53,6 +53,14 @@ def _moved_by_hand(frames: torch.Tensor, lengths: torch.Tensor, by: int) -> torc
     return out
 
 
+def _kd_stats(model, batch, name, posteriors, lens):
+    """The stats of one no-grad forward of a KD student on ``batch`` with the teacher data ``name``."""
+    speech, lengths, text, tl = batch
+    with torch.no_grad():
+        return model(speech.clone(), lengths, text, tl, utt_id=UTT_IDS[: len(lengths)],
+                     **{name: posteriors, f"{name}_lengths": lens})[1]
+
+
 @pytest.mark.parametrize("stored", ["dense", "topk"])
 @pytest.mark.parametrize("by", [1, -1])
 def test_student_sees_the_moved_targets(build, student, feat_dim, stored, by):
@@ -73,9 +81,7 @@ def test_student_sees_the_moved_targets(build, student, feat_dim, stored, by):
     name = "teacher_topk_post" if stored == "topk" else "teacher_post"
 
     def stats(model, posteriors):
-        with torch.no_grad():
-            return model(speech.clone(), lengths, text, tl, utt_id=UTT_IDS,
-                         **{name: posteriors, f"{name}_lengths": lens})[1]
+        return _kd_stats(model, (speech, lengths, text, tl), name, posteriors, lens)
 
     moved = stats(moving, post)
     by_hand = stats(unmoved, _moved_by_hand(post, lens, by))
@@ -134,9 +140,7 @@ def test_tolerant_student_takes_each_utterances_best_move(build, student, feat_d
     name = "teacher_topk_post" if stored == "topk" else "teacher_post"
 
     def stats(model, posteriors):
-        with torch.no_grad():
-            return model(speech.clone(), lengths, text, tl, utt_id=UTT_IDS,
-                         **{name: posteriors, f"{name}_lengths": lens})[1]
+        return _kd_stats(model, (speech, lengths, text, tl), name, posteriors, lens)
 
     tolerant_stats = stats(tolerant, post)
     assert float(tolerant_stats["kd_shift_chosen"]) == pytest.approx(-2 / 3)
@@ -144,15 +148,10 @@ def test_tolerant_student_takes_each_utterances_best_move(build, student, feat_d
     # its KD term is the per-utterance minimum of the three moved teachers' (each scored alone)
     best = 0.0
     for i in range(3):
-        one = dict(speech=speech[i : i + 1, : lengths[i]].clone(), lengths=lengths[i : i + 1],
-                   text=text[i : i + 1, : tl[i]], tl=tl[i : i + 1])
-        terms = []
-        for by in (-1, 0, 1):
-            moved = _moved_by_hand(post[i : i + 1, : lens[i]], lens[i : i + 1], by) if by else post[i : i + 1, : lens[i]]
-            with torch.no_grad():
-                terms.append(float(unmoved(one["speech"], one["lengths"], one["text"], one["tl"], utt_id=[UTT_IDS[i]],
-                                           **{name: moved, f"{name}_lengths": lens[i : i + 1]})[1]["loss_kd"]))
-        best += min(terms)
+        one = (speech[i : i + 1, : lengths[i]], lengths[i : i + 1], text[i : i + 1, : tl[i]], tl[i : i + 1])
+        rows = post[i : i + 1, : lens[i]]
+        best += min(float(_kd_stats(unmoved, one, name, _moved_by_hand(rows, lens[i : i + 1], by) if by else rows,
+                                    lens[i : i + 1])["loss_kd"]) for by in (-1, 0, 1))
     assert float(tolerant_stats["loss_kd"]) == pytest.approx(best / 3, rel=1e-4)
 
 
