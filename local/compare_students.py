@@ -21,17 +21,15 @@ import sys
 from pathlib import Path
 
 from espnet_oracle.bin.make_results import bootstrap, fmt, onset_error, pooled_word_errors, scores
+from espnet_oracle.bin.training_curve import reporter_state
 
 
 def last_epoch_stat(exp_dir: Path, key: str):
     """The last finished epoch's training mean of ``key`` in ESPnet's reporter state (None if absent)."""
-    import torch
-
     path = exp_dir / "checkpoint.pth"
     if not path.exists():
         return None
-    # ESPnet's own checkpoint of this run (it holds datetime.timedelta values, hence no weights_only)
-    stats = torch.load(path, map_location="cpu", weights_only=False)["reporter"].get("stats") or {}
+    stats = reporter_state(path).get("stats") or {}
     value = stats[max(stats)].get("train", {}).get(key) if stats else None
     return None if value is None else float(value)
 

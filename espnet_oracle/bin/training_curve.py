@@ -46,14 +46,19 @@ def curve_from_reporter(state: dict):
     return rows
 
 
-def read_curve_from_checkpoint(path: Path):
+def reporter_state(path: Path) -> dict:
+    """The reporter state (per-epoch stats) in an ESPnet training ``checkpoint.pth``."""
     import torch
 
     # ESPnet's own checkpoint of this run (it holds datetime.timedelta values, hence no weights_only)
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     if "reporter" not in checkpoint:
         raise ValueError(f"{path} has no reporter state (not an ESPnet training checkpoint?)")
-    return curve_from_reporter(checkpoint["reporter"])
+    return checkpoint["reporter"]
+
+
+def read_curve_from_checkpoint(path: Path):
+    return curve_from_reporter(reporter_state(path))
 
 
 def format_curve(rows) -> str:
