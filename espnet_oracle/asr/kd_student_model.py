@@ -424,7 +424,9 @@ class KDStudentModel(ESPnetASRModel):
                     for s in offsets
                 ]
                 kd_per_utt, chosen = torch.stack(tries).min(dim=0)  # (B,): lowest KD term per utterance
-                stats["kd_shift_chosen"] = torch.tensor([0] + offsets, dtype=torch.float)[chosen.cpu()].mean()
+                # indexed on the batch's device: no host sync in the training step
+                moves = torch.tensor([0] + offsets, dtype=torch.float, device=chosen.device)
+                stats["kd_shift_chosen"] = moves[chosen].mean()
             loss_kd = kd_per_utt.sum() / batch_size * self.kd_temperature**2
             loss = loss + self.kd_weight * loss_kd
             stats["loss_kd"] = loss_kd.detach()
