@@ -7,7 +7,8 @@
 #   ./run.sh                       the whole recipe (measured 24-36 min on 2 idle CPU cores; README "Results")
 #   ./run.sh --quick               smoke run of every stage in a few minutes: small sets, 2 epochs,
 #                                  1 seed, greedy decoding; outputs in exp_quick/ dump_quick/
-#                                  RESULTS_quick.md (data/ is rebuilt at the quick sizes)
+#                                  RESULTS_quick.md (data/ is rebuilt at the quick sizes); the
+#                                  options after or before it still apply (they win over its own)
 #   ./run.sh --stage 4 --stop_stage 6
 #   ./run.sh --local_data_opts "--num_train 600 --seed 1"   (options of local/data.sh)
 set -euo pipefail
@@ -15,12 +16,20 @@ set -euo pipefail
 # to conf/ and local/).
 root=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 quick=()
-if [ "${1:-}" = --quick ]; then
-    shift
-    # later options (the command line's) win over these
-    quick=(--local_data_opts "--num_train 150 --num_dev 40 --num_test 60 --num_test_unseen 60"
-           --teacher_train_opts "--max_epoch 2" --student_train_opts "--max_epoch 2"
-           --seeds 1 --decode_modes greedy --exp exp_quick --dump dump_quick --results RESULTS_quick.md)
+args=()
+for arg in "$@"; do
+    if [ "${arg}" = --quick ]; then
+        # the command line's other options come later, so they win over these
+        quick=(--local_data_opts "--num_train 150 --num_dev 40 --num_test 60 --num_test_unseen 60"
+               --teacher_train_opts "--max_epoch 2" --student_train_opts "--max_epoch 2"
+               --seeds 1 --decode_modes greedy --exp exp_quick --dump dump_quick --results RESULTS_quick.md)
+    else
+        args+=("${arg}")
+    fi
+done
+if [ ! -f local/data.sh ] && [[ " $* " != *" --help "* && " $* " != *" -h "* ]]; then
+    echo "run.sh: no local/data.sh in $(pwd): run it from the recipe dir (cd ${root} && ./run.sh)" >&2
+    exit 1
 fi
 # Why these defaults (README "Default recipe: design by measurement"): word units (a digit
 # vocabulary; char units lose the word separators), 3-way speed perturbation + SpecAugment (voices
@@ -40,4 +49,4 @@ exec "${root}/scripts/oracle_asr.sh" \
     --probe_sets "dev test test_unseen" \
     --condition_files "utt2snr utt2noise" \
     --results_targets "oraclekd<=0.8*nokd oraclekd<convkd" \
-    "${quick[@]}" "$@"
+    "${quick[@]}" ${args[@]+"${args[@]}"}

@@ -108,7 +108,7 @@ usage() {
     cat <<EOF
 
 Usage: $0 [--stage N] [--stop_stage M] [--option value ...]
-Options (defaults):
+Options (the pipeline's defaults; a recipe's run.sh passes its own for some of them: see its exec line):
 EOF
     sed -n '/^# ---- options/,/^# ---- end of options/p' "$0" | grep -E '^[a-z_]+=' |
         sed -E 's/^([a-z_]+)=("[^"]*"|[^ ]*) *(# *)?(.*)$/  --\1 \2  \4/'
@@ -402,7 +402,7 @@ train_teacher() {
     log "stage ${n}: train the ${what}"
     [ "${teachers_in_background}" = true ] || stage_started=${SECONDS}
     need "${token_list}" "stage 3 (token list)"
-    need "${stats_file}" "stage 2 (features)"
+    need "${stats_file}" "stage 3 (CMVN stats)"
     # shellcheck disable=SC2086
     if [ "${n}" = 4 ] && [ "${parallel_teachers}" = true ] && run_stage 5 && [ "${ngpu}" -eq 0 ]; then
         bg_start "stage 4 (${what}; see ${exp}/${name}/train.log)" \
