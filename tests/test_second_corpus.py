@@ -108,7 +108,7 @@ def test_data_and_bpe(recipe):
     assert (r / "data" / "token_list" / "bpe" / "bpe.model").is_file()
     # 8 kHz audio resampled to the copy's --fs: one feature vector of the configs' input_size per 10 ms
     dims = {f.name: yaml.safe_load(f.read_text())["input_size"] for f in (r / "conf").glob("*.yaml")}
-    assert len(dims) == 3 and len(set(dims.values())) == 1, dims
+    assert len(dims) == 4 and len(set(dims.values())) == 1, dims
     dim = next(iter(dims.values()))
     shapes = (r / "dump" / "fbank" / "train" / "feats_shape").read_text().splitlines()
     for utt, shape in (line.split() for line in shapes):
