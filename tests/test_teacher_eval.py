@@ -352,3 +352,27 @@ def test_teacher_eval_main_writes_the_probe_rows(copier, build, workdir, probe_d
     follow = [float(cell.rstrip(" %")) for name, cell in zip(names, cells) if name == "… follow rate"]
     assert len(follow) == 2 and min(follow) >= 80.0  # real audio, zeroed audio
     assert float(cells[names.index("fed vs truth CER")]) > 50.0
+
+
+def test_feature_set_reads_raw_audio_first_channel(build, workdir):
+    """--feats_type raw: FeatureSet.get gives each utterance's samples, (samples,) float32, of the
+    first channel of a multi-channel file."""
+    import soundfile as sf
+
+    from espnet_oracle.utils.inference import FeatureSet
+
+    _, args = build("raw_reader", tiny_config(workdir / "stats.npz"))
+    raw = workdir / "raw_set"
+    raw.mkdir()
+    rng = np.random.default_rng(3)
+    mono, stereo = rng.uniform(-0.5, 0.5, 1600), rng.uniform(-0.5, 0.5, (2400, 2))
+    sf.write(raw / "mono.wav", mono, 16000, subtype="FLOAT")
+    sf.write(raw / "stereo.wav", stereo, 16000, subtype="FLOAT")
+    (raw / "wav.scp").write_text(f"utt_mono {raw / 'mono.wav'}\nutt_stereo {raw / 'stereo.wav'}\n")
+    (raw / "text").write_text("utt_mono ab\nutt_stereo ba\n")
+    features = FeatureSet(raw, args)
+    assert features.raw
+    for utt, expected in (("utt_mono", mono), ("utt_stereo", stereo[:, 0])):
+        got = features.get(utt).feats
+        assert got.dtype == np.float32 and got.shape == expected.shape, (utt, got.shape)
+        np.testing.assert_allclose(got, expected, atol=1e-7)

@@ -25,19 +25,12 @@ from typing import Dict, Optional, Tuple
 
 import yaml
 
+from espnet_oracle.bin.export_student import INFERENCE_CONFIG, plain_config
 from espnet_oracle.utils.datadir import atomic_write_bytes, atomic_write_text
 
-SELF_DISTILL_MODEL_CONF = (
-    "source_ctc_weight",
-    "oracle_ctc_weight",
-    "kd_weight",
-    "kd_temperature",
-    "kd_frames",
-)
-INFERENCE_CONFIG = "config.inference.yaml"
+SELF_DISTILL_MODEL_CONF = ("source_ctc_weight", "oracle_ctc_weight", "kd_weight", "kd_temperature", "kd_frames")
 INFERENCE_MODEL = "inference.pth"
 SOURCE_PREFIX = "encoder.source_encoder."
-TEACHER_DATA_NAMES = ("teacher_post", "teacher_topk_post", "teacher_hyp")
 
 
 def inference_config(config: dict) -> dict:
@@ -45,18 +38,8 @@ def inference_config(config: dict) -> dict:
     if config.get("model") != "oracle_self_distill":
         raise ValueError(f"model: {config.get('model')}, not oracle_self_distill")
     encoder_conf = config.get("encoder_conf") or {}
-    config = dict(config)
-    config["model"] = "espnet"
-    config["model_conf"] = {
-        k: v for k, v in (config.get("model_conf") or {}).items()
-        if k not in SELF_DISTILL_MODEL_CONF
-    }
-    config["encoder"] = encoder_conf.get("source_encoder", "transformer")
-    config["encoder_conf"] = dict(encoder_conf.get("source_encoder_conf") or {})
-    for key in ("train_data_path_and_name_and_type", "valid_data_path_and_name_and_type"):
-        if key in config:
-            config[key] = [e for e in config[key] if e[1] not in TEACHER_DATA_NAMES]
-    return config
+    return dict(plain_config(config, SELF_DISTILL_MODEL_CONF), encoder=encoder_conf.get("source_encoder", "transformer"),
+                encoder_conf=dict(encoder_conf.get("source_encoder_conf") or {}))
 
 
 def inference_state_dict(state: Dict) -> Dict:

@@ -98,13 +98,10 @@ def pack_command(exp_dir: Path, files: dict) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
-def plain_config(config: dict) -> dict:
-    config = dict(config)
-    if config.get("model") == "kd_student":
-        config["model"] = "espnet"
-    config["model_conf"] = {
-        k: v for k, v in (config.get("model_conf") or {}).items() if k not in KD_MODEL_CONF
-    }
+def plain_config(config: dict, training_only=KD_MODEL_CONF) -> dict:
+    """``config`` as ``model: espnet``: without the ``training_only`` model_conf keys and the KD data entries."""
+    config = dict(config, model="espnet", model_conf={
+        k: v for k, v in (config.get("model_conf") or {}).items() if k not in training_only})
     for key in ("train_data_path_and_name_and_type", "valid_data_path_and_name_and_type"):
         if key in config:
             config[key] = [entry for entry in config[key] if entry[1] not in KD_DATA_NAMES]

@@ -24,7 +24,7 @@ from espnet_oracle.utils.datadir import atomic_write_text
 from espnet_oracle.utils.metrics import EXTRA_METRICS, condition_key, paired_bootstrap, pooled_mean_ci
 from espnet_oracle.utils.stamps import read_stamp
 from espnet_oracle.utils.systems import (AVERAGED_TEACHERS, HYPS_TEACHER, POSTERIOR_TEACHER, VARIANT_SYSTEMS,
-                                         parse_student_dir, student_group)
+                                         add_setting_args, parse_student_dir, settings_of, student_group)
 
 TEACHERS = ("teacher_conventional", "teacher_oracle")
 STUDENT_SYSTEMS = {
@@ -504,25 +504,13 @@ def main(argv=None):
                              "'word_accuracy one_minus_ned'")
     parser.add_argument("--seeds", default="1 2 3")
     parser.add_argument("--out", default="RESULTS.md")
-    parser.add_argument("--kd_weight", default="0.5", help="this run's KD settings (listed first)")
-    parser.add_argument("--kd_temperature", default="1.0")
-    parser.add_argument("--kd_frames", default="all")
-    parser.add_argument("--guided_ctc_weight", default="1.0", help="this run's KD-variant settings")
-    parser.add_argument("--seq_kd_weight", default="1.0")
-    parser.add_argument("--seq_kd_nbest", default="1")
-    parser.add_argument("--self_distill_kd_weight", default="1.0")
-    parser.add_argument("--online_teacher", default="false",
-                        help="true: this run's convkd/oraclekd students learned from an online teacher")
-    parser.add_argument("--conv_kd_shift_frames", default="0", help="this run's moves of the teachers' posteriors")
-    parser.add_argument("--oracle_kd_shift_frames", default="0")
+    add_setting_args(parser)  # this run's KD (-variant) settings: its groups are listed first
     args = parser.parse_args(argv)
     exp = Path(args.exp)
     sets = args.sets.split()
     test = sets[1] if len(sets) > 1 else sets[0]  # spike timing and per-condition tables
     seeds = args.seeds.split()
-    current = {k: getattr(args, k) for k in ("kd_weight", "kd_temperature", "kd_frames", "guided_ctc_weight",
-                                             "seq_kd_weight", "seq_kd_nbest", "self_distill_kd_weight",
-                                             "online_teacher", "conv_kd_shift_frames", "oracle_kd_shift_frames")}
+    current = settings_of(args)
     groups = student_groups(exp, seeds, current)
     # (name, label, dirs) of every system in the tables: teachers, then student groups
     systems = [(t, LABELS[t], [exp / t]) for t in TEACHERS if (exp / t).exists()]

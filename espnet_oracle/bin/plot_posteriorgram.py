@@ -18,51 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from espnet_oracle.bin.make_results import LABELS, group_label
+from espnet_oracle.bin.score import read_word_align
 from espnet_oracle.utils.systems import parse_student_dir
 
-LABELS = {
-    "teacher_conventional": "conventional teacher",
-    "teacher_oracle": "Oracle Teacher (true transcript fed)",
-    "nokd": "student, no KD",
-    "convkd": "student, conventional KD",
-    "oraclekd": "student, Oracle KD",
-    "avgkd": "student, averaged-teachers KD",
-    "convguided": "student, Guided CTC (conventional)",
-    "oracleguided": "student, Guided CTC (Oracle)",
-    "convkdguided": "student, conventional KD + Guided CTC",
-    "oraclekdguided": "student, Oracle KD + Guided CTC",
-    "convseqkd": "student, sequence-level KD (conventional)",
-    "oracleseqkd": "student, sequence-level KD (Oracle)",
-    "selfdistill": "oracle self-distillation, source path",
-}
-
-
 def label_of(name: str) -> str:
-    student = parse_student_dir(name)
-    if student is None:
-        return LABELS.get(name, name)
-    label = LABELS.get(student["system"], f"student, {student['system']}")
-    if student["alpha"] is not None:
-        label += f" (α={student['alpha']}, τ={student['tau']}, frames: {student['frames']})"
-    names = {"sd_weight": "KD weight", "guided": "Guided CTC", "seq": "seq-KD", "nbest": "N-best"}
-    extra = [f"{name}={student[key]}" for key, name in names.items() if student.get(key)]
-    if student.get("sd_frames"):
-        extra[1:1] = [f"τ={student['sd_tau']}", f"frames: {student['sd_frames']}"]
-    if student.get("shift"):
-        extra.append(f"teacher moved {student['shift']:+d} frame(s)")
-    if student.get("online"):
-        extra.append("online teacher")
-    if extra:
-        label += f" ({', '.join(extra)})"
-    return f"{label}, seed {student['seed']}"
-
-
-def read_word_align(path: Path):
-    spans = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        utt, _, word, start, end = line.split()
-        spans.setdefault(utt, []).append((word, float(start), float(end)))
-    return spans
+    """RESULTS.md's label of a system (make_results), with the student's seed."""
+    info = parse_student_dir(name)
+    return LABELS.get(name, name) if info is None else f"{group_label(info['group'], info['system'])}, seed {info['seed']}"
 
 
 def main(argv=None):
@@ -125,9 +88,9 @@ def main(argv=None):
             else:
                 shift = data.frame_shift_ms(utt, int(lengths[0])) / 1000.0
                 times = np.arange(probs.shape[0]) * shift
-            for word, start, end in word_align.get(utt_id, []):
-                ax.axvspan(start, end, color="tab:orange", alpha=0.15)
-                ax.text((start + end) / 2, 1.02, word, ha="center", va="bottom", fontsize=6)
+            for w in word_align.get(utt_id, []):
+                ax.axvspan(w.start, w.end, color="tab:orange", alpha=0.15)
+                ax.text((w.start + w.end) / 2, 1.02, w.word, ha="center", va="bottom", fontsize=6)
             blank_style = dict(color="k", ls=":") if args.image_input else dict(color="0.7")
             ax.plot(times, probs[:, model.blank_id], lw=0.8, **blank_style)
             for index in range(probs.shape[1]):

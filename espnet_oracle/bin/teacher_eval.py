@@ -34,7 +34,7 @@ Writes ``summary.tsv`` (long format: system, set, probe, metric, value), ``summa
 """
 
 import argparse
-import dataclasses
+import collections
 import json
 import logging
 import math
@@ -76,30 +76,15 @@ def to_units(text: str, unit: str) -> List[str]:
     return to_chars(text) if unit == "char" else to_words(text)
 
 
-@dataclasses.dataclass
-class FollowCounts:
-    """How the tokens of one hypothesis (or a sum of hypotheses) side with fed vs truth.
-
-    hyp_tokens: all hypothesis tokens; follow_fed: matched to the fed transcript
-    only; follow_truth: matched to the truth only; both / neither: the rest.
-    """
-
-    hyp_tokens: int = 0
-    follow_fed: int = 0
-    follow_truth: int = 0
-    both: int = 0
-    neither: int = 0
-
-    def __iadd__(self, other: "FollowCounts") -> "FollowCounts":
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-        return self
+class FollowCounts(collections.Counter):
+    """How the tokens of one hypothesis (or a sum of hypotheses) side with fed vs truth: counts of
+    hyp_tokens (all), follow_fed / follow_truth (matched to that transcript only), both, neither."""
 
     @property
     def follow_rate(self) -> float:
         """follow_fed / (follow_fed + follow_truth); NaN when no token takes a side."""
-        sided = self.follow_fed + self.follow_truth
-        return self.follow_fed / sided if sided else math.nan
+        sided = self["follow_fed"] + self["follow_truth"]
+        return self["follow_fed"] / sided if sided else math.nan
 
 
 def follow_counts(truth: Sequence, fed: Sequence, hyp: Sequence) -> FollowCounts:
@@ -128,7 +113,7 @@ def copy_probe(refs: Dict[str, str], fed: Dict[str, str], hyps: Dict[str, str],
     total = FollowCounts()
     for u in refs:
         total += follow_counts(to_units(refs[u], unit), to_units(fed[u], unit), to_units(hyps[u], unit))
-    per_token = max(total.hyp_tokens, 1)
+    per_token = max(total["hyp_tokens"], 1)
     return dict(
         cer_vs_fed=wer_cer(fed, {u: hyps[u] for u in fed}).cer,
         copy_rate=float(np.mean([hyps[u].split() == fed[u].split() for u in refs])),
@@ -136,11 +121,11 @@ def copy_probe(refs: Dict[str, str], fed: Dict[str, str], hyps: Dict[str, str],
         fed_vs_truth_cer=baseline.cer,
         fed_vs_truth_wer=baseline.wer,
         follow_rate=total.follow_rate,
-        follow_fed_per_token=total.follow_fed / per_token,
-        follow_truth_per_token=total.follow_truth / per_token,
-        hyp_tokens=total.hyp_tokens,
-        follow_fed_tokens=total.follow_fed,
-        follow_truth_tokens=total.follow_truth,
+        follow_fed_per_token=total["follow_fed"] / per_token,
+        follow_truth_per_token=total["follow_truth"] / per_token,
+        hyp_tokens=total["hyp_tokens"],
+        follow_fed_tokens=total["follow_fed"],
+        follow_truth_tokens=total["follow_truth"],
     )
 
 

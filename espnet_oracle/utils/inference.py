@@ -73,20 +73,6 @@ def is_oracle(model: torch.nn.Module) -> bool:
     return isinstance(model, OracleTeacherModel)
 
 
-class _Waveforms:
-    """utt -> (samples,) float32 waveform (first channel) from ESPnet's sound reader."""
-
-    def __init__(self, reader):
-        self.reader = reader
-
-    def keys(self):
-        return self.reader.keys()
-
-    def __getitem__(self, utt):
-        wav = self.reader[utt][1]
-        return wav if wav.ndim == 1 else wav[:, 0]
-
-
 @dataclass
 class Utterance:
     utt_id: str
@@ -114,7 +100,7 @@ class FeatureSet:
             from espnet2.fileio.sound_scp import SoundScpReader
             from humanfriendly import parse_size
 
-            self.feats = _Waveforms(SoundScpReader(str(scp), dtype="float32"))
+            self.feats = SoundScpReader(str(scp), dtype="float32", always_2d=True)
             conf = getattr(train_args, "frontend_conf", None) or {}
             self.samples_per_frame = int(conf.get("hop_length", 128))
             fs = conf.get("fs", 16000)
@@ -145,7 +131,8 @@ class FeatureSet:
 
     def get(self, utt_id: str, text: Optional[str] = None) -> Utterance:
         text = self.texts[utt_id] if text is None else text
-        return Utterance(utt_id, self.feats[utt_id], text, self.token_ids(utt_id, text))
+        feats = self.feats[utt_id][1][:, 0] if self.raw else self.feats[utt_id]  # raw: (rate, wave), first channel
+        return Utterance(utt_id, feats, text, self.token_ids(utt_id, text))
 
     def batches(self, batch_size: int, utt_ids: Optional[Sequence[str]] = None) -> Iterator[List[str]]:
         """Length-sorted batches of utterance ids (less padding, same results)."""

@@ -254,47 +254,47 @@ def parse_student_dir(name: str) -> Optional[dict]:
     return out
 
 
+#: the run's settings that student dir names carry: run.sh option -> default (shared by main and make_results).
+#: --online_teacher true: convkd/oraclekd learn from an online teacher (refused for the other KD systems);
+#: --conv/oracle_kd_shift_frames: frames that teacher's posteriors are moved (< 0: earlier)
+SETTING_DEFAULTS = dict(kd_weight="0.5", kd_temperature="1.0", kd_frames="all", guided_ctc_weight="1.0",
+                        seq_kd_weight="1.0", seq_kd_nbest="1", self_distill_kd_weight="1.0", online_teacher="false",
+                        conv_kd_shift_frames="0", oracle_kd_shift_frames="0")
+
+
+def add_setting_args(parser: argparse.ArgumentParser) -> None:
+    """--kd_weight ... --oracle_kd_shift_frames (run.sh's spelling; see student_group)."""
+    for name, default in SETTING_DEFAULTS.items():
+        parser.add_argument(f"--{name}", default=default)
+
+
+def settings_of(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in SETTING_DEFAULTS}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Print student experiment dir names, one a line.")
     parser.add_argument("--systems", default="nokd convkd oraclekd")
     parser.add_argument("--seeds", default="1")
-    parser.add_argument("--kd_weight", default="0.5")
-    parser.add_argument("--kd_temperature", default="1.0")
-    parser.add_argument("--kd_frames", default="all")
-    parser.add_argument("--guided_ctc_weight", default="1.0")
-    parser.add_argument("--seq_kd_weight", default="1.0")
-    parser.add_argument("--seq_kd_nbest", default="1")
-    parser.add_argument("--self_distill_kd_weight", default="1.0")
-    parser.add_argument("--online_teacher", default="false",
-                        help="true: convkd/oraclekd learn from an online teacher (names end in _online); "
-                             "refused for the other KD systems")
-    parser.add_argument("--conv_kd_shift_frames", default="0",
-                        help="frames the conventional teacher's posteriors are moved (< 0: earlier)")
-    parser.add_argument("--oracle_kd_shift_frames", default="0", help="the same for the Oracle Teacher")
+    add_setting_args(parser)
     parser.add_argument("--what", choices=("dirs", "posterior_teacher", "hyps_teacher", "kd_shift_frames"),
                         default="dirs",
                         help="dirs: the dir names; posterior_teacher / hyps_teacher: per system, the "
                              "teacher whose posteriors / hypotheses it learns from ('-' for none); "
                              "kd_shift_frames: per system, the frames its teacher posteriors are moved")
     args = parser.parse_args(argv)
-    settings = dict(guided_ctc_weight=args.guided_ctc_weight, seq_kd_weight=args.seq_kd_weight,
-                    seq_kd_nbest=args.seq_kd_nbest, self_distill_kd_weight=args.self_distill_kd_weight,
-                    online_teacher=args.online_teacher, conv_kd_shift_frames=args.conv_kd_shift_frames,
-                    oracle_kd_shift_frames=args.oracle_kd_shift_frames)
+    settings = settings_of(args)
     try:
         for system in args.systems.split():
-            if args.what != "dirs":
-                check_system(system)
-                check_online(system, args.online_teacher)
-                if args.what == "kd_shift_frames":
-                    print(kd_shift(system, args.conv_kd_shift_frames, args.oracle_kd_shift_frames))
-                    continue
-                table = POSTERIOR_TEACHER if args.what == "posterior_teacher" else HYPS_TEACHER
-                print(table.get(system, "-"))
+            if args.what == "dirs":
+                for seed in args.seeds.split():
+                    print(student_dir(system, seed, **settings))
                 continue
-            for seed in args.seeds.split():
-                print(student_dir(system, seed, args.kd_weight, args.kd_temperature, args.kd_frames,
-                                  **settings))
+            check_system(system)
+            check_online(system, args.online_teacher)
+            print(kd_shift(system, args.conv_kd_shift_frames, args.oracle_kd_shift_frames)
+                  if args.what == "kd_shift_frames"
+                  else (POSTERIOR_TEACHER if args.what == "posterior_teacher" else HYPS_TEACHER).get(system, "-"))
     except ValueError as e:
         parser.exit(2, f"espnet_oracle.utils.systems: {e}\n")
 
