@@ -144,29 +144,14 @@ die() { echo "$0: ERROR: $*" >&2; exit 1; }
 # ---- background jobs (parallel teachers, students) ----
 # Each runs in its own process group, so it can be ended with everything it started. When a job
 # fails, or this script dies (die, a failing command, INT, TERM), the other jobs are ended.
-bg_pids=()
-declare -A bg_what=()
-bg_start() {  # bg_start WHAT COMMAND...: run COMMAND in the background on one core (OMP_NUM_THREADS=1)
-    local what=$1; shift
-    set -m
-    (export OMP_NUM_THREADS=1; "$@") &
-    set +m
-    bg_pids+=($!)
-    bg_what[$!]=${what}
-}
-bg_wait_one() {  # wait for any background job; die (which ends the others) if it failed
-    local done_pid="" rc=0 i
-    wait -n -p done_pid "${bg_pids[@]}" || rc=$?
-    for i in "${!bg_pids[@]}"; do [ "${bg_pids[$i]}" != "${done_pid}" ] || unset 'bg_pids[i]'; done
-    bg_pids=("${bg_pids[@]}")
-    [ "${rc}" -eq 0 ] || die "${bg_what[${done_pid}]} failed (status ${rc})"
-}
-bg_wait_all() { while [ "${#bg_pids[@]}" -gt 0 ]; do bg_wait_one; done; }
+bg_start() { local what=$1; shift; OMP_NUM_THREADS=1 group_start "${what}" "$@"; }  # bg_start WHAT COMMAND...: on one core
+bg_wait_one() { group_wait_one || die "${group_what[${group_done}]} failed (status $?)"; }  # die ends the others
+bg_wait_all() { while [ "${#group_pids[@]}" -gt 0 ]; do bg_wait_one; done; }
 on_exit() {  # TERM every job's process group; KILL what is left after 10 s
     local rc=$?
-    if [ "${BASHPID}" = "$$" ] && [ "${#bg_pids[@]}" -gt 0 ]; then
-        echo "$0: ending ${#bg_pids[@]} background job(s): $(for p in "${bg_pids[@]}"; do printf '%s; ' "${bg_what[$p]}"; done)" >&2
-        end_process_groups "${bg_pids[@]}"
+    if [ "${BASHPID}" = "$$" ] && [ "${#group_pids[@]}" -gt 0 ]; then
+        echo "$0: ending ${#group_pids[@]} background job(s): $(for p in "${group_pids[@]}"; do printf '%s; ' "${group_what[$p]}"; done)" >&2
+        end_process_groups "${group_pids[@]}"
     fi
     exit "${rc}"
 }
@@ -587,7 +572,7 @@ if run_stage 8; then
             # shellcheck disable=SC2086
             bg_start "student ${name} (see ${exp}/${name}/train.log)" \
                 train_model "${name}" "${conf}" --seed "${seed}" ${args} ${student_train_opts}
-            while [ "${#bg_pids[@]}" -ge "${nj}" ]; do bg_wait_one; done
+            while [ "${#group_pids[@]}" -ge "${nj}" ]; do bg_wait_one; done
         done
     done
     bg_wait_all

@@ -14,6 +14,20 @@ end_process_groups() {
     done
 }
 
+# group_start WHAT COMMAND...: COMMAND in the background in its own process group; its pid joins
+# group_pids (WHAT: group_what[pid]). group_wait_one: wait for any of them; group_done is its pid,
+# the status its status.
+group_pids=()
+declare -A group_what=()
+group_start() { local what=$1; shift; set -m; "$@" & set +m; group_pids+=($!); group_what[$!]=${what}; }
+group_wait_one() {
+    local rc=0 i
+    wait -n -p group_done "${group_pids[@]}" || rc=$?
+    for i in "${!group_pids[@]}"; do [ "${group_pids[$i]}" != "${group_done}" ] || unset 'group_pids[i]'; done
+    group_pids=("${group_pids[@]}")
+    return "${rc}"
+}
+
 # For the sweep scripts: one run at a time in its own process group, ended with the caller.
 #   . scripts/process_groups.sh; trap 'end_group_child; exit 130' INT; trap 'end_group_child; exit 143' TERM
 # run_group_child LOG COMMAND ARGS...: run COMMAND (output to LOG) and return its exit status.

@@ -41,25 +41,19 @@ run_one() {  # run_one LOG COMMAND...: append a header, the command's output and
     return $rc
 }
 
-declare -A log_of=()
-pids=() failed=0
-end_jobs() {  # end every running job's process group (TERM; KILL what is left after 10 s)
-    end_process_groups "${pids[@]}"
-    pids=()
-}
-trap 'echo "run_local.sh: interrupted; ending ${#pids[@]} job(s)" >&2; end_jobs; exit 130' INT
-trap 'echo "run_local.sh: terminated; ending ${#pids[@]} job(s)" >&2; end_jobs; exit 143' TERM
+failed=0
+end_jobs() { end_process_groups "${group_pids[@]}"; group_pids=(); }  # TERM every job's group; KILL what is left after 10 s
+trap 'echo "run_local.sh: interrupted; ending ${#group_pids[@]} job(s)" >&2; end_jobs; exit 130' INT
+trap 'echo "run_local.sh: terminated; ending ${#group_pids[@]} job(s)" >&2; end_jobs; exit 143' TERM
 
 wait_one() {  # wait for any job; on failure end the others
-    local done_pid rc=0 i
-    wait -n -p done_pid "${pids[@]}" || rc=$?
-    for i in "${!pids[@]}"; do [ "${pids[$i]}" != "${done_pid}" ] || unset 'pids[i]'; done
-    pids=("${pids[@]}")
+    local rc=0
+    group_wait_one || rc=$?
     [ "${rc}" -eq 0 ] && return
     failed=$((failed + 1))
-    echo "run_local.sh: job failed with status ${rc}; see ${log_of[${done_pid}]}" >&2
-    if [ "${#pids[@]}" -gt 0 ]; then
-        echo "run_local.sh: ending the ${#pids[@]} other running job(s)" >&2
+    echo "run_local.sh: job failed with status ${rc}; see ${group_what[${group_done}]}" >&2
+    if [ "${#group_pids[@]}" -gt 0 ]; then
+        echo "run_local.sh: ending the ${#group_pids[@]} other running job(s)" >&2
         end_jobs
     fi
 }
@@ -68,14 +62,10 @@ wait_one() {  # wait for any job; on failure end the others
 for ((i = first; i <= last; i++)); do
     [ "${failed}" -eq 0 ] || break
     log=${log_template//${var}/$i}
-    set -m  # the job gets its own process group, so it can be ended with all it started
-    run_one "$log" "${@//${var}/$i}" &
-    set +m
-    pids+=($!)
-    log_of[$!]=$log
-    if [ "$max_jobs" -gt 0 ] && [ "${#pids[@]}" -ge "$max_jobs" ]; then wait_one; fi
+    group_start "$log" run_one "$log" "${@//${var}/$i}"  # its own process group: ended with all it started
+    if [ "$max_jobs" -gt 0 ] && [ "${#group_pids[@]}" -ge "$max_jobs" ]; then wait_one; fi
 done
-while [ "${#pids[@]}" -gt 0 ]; do wait_one; done
+while [ "${#group_pids[@]}" -gt 0 ]; do wait_one; done
 if [ "$failed" -gt 0 ]; then
     shown=${log_template//${var:-@@}/*}
     echo "run_local.sh: ${failed} job(s) failed (of $((last - first + 1))); the rest were ended or not started; see ${shown}" >&2
