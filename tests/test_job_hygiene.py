@@ -7,7 +7,6 @@ appended to, and sweeps go on past a failed setting and name it at the end.
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time

@@ -202,9 +202,9 @@ def test_kd_variants_table(tmp_path):
         ):
             curve(system(exp, name, config, scores={"test": dict(scored, wer=wer)}, per_utt={"test": errors}), 50.0)
     variants = {
-        "guided": f"student_oracleguided_g1_seed{{}}",
-        "seqkd": f"student_oracleseqkd_s1_n1_seed{{}}",
-        "selfdistill": f"student_selfdistill_k1_t1_nonblank_seed{{}}",
+        "guided": "student_oracleguided_g1_seed{}",
+        "seqkd": "student_oracleseqkd_s1_n1_seed{}",
+        "selfdistill": "student_selfdistill_k1_t1_nonblank_seed{}",
     }
     for variant, pattern in variants.items():
         root = exp / "variants" / variant

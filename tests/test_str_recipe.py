@@ -12,7 +12,6 @@ nothing (1-epoch models); the data pieces themselves are tested in test_str_data
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 

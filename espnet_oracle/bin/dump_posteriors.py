@@ -39,14 +39,13 @@ from espnet_oracle.utils.datadir import atomic_write_text, model_file, set_trans
 from espnet_oracle.utils.posteriors import (
     META_NAME,
     PosteriorWriter,
-    _ark_path,
     dump_stamp,
     merge_shards,
     remove_set_files,
     stamp_differences,
     token_list_sha,
 )
-from espnet_oracle.utils.stamps import read_stamp
+from espnet_oracle.utils.stamps import read_stamp, scp_targets, stat_of
 
 # the stamp of the inputs as of their file sizes and modification times (see input_signature)
 STAMP_CACHE = "stamp_cache.json"
@@ -116,19 +115,8 @@ def input_signature(model_path: Path, feats_dir) -> str:
     """sha256 over path, size and modification time of the model, the set's feats.scp (or wav.scp),
     its text and every file the scp points into: cheap, and equal signatures stand for equal stamps."""
     scp = speech_scp(feats_dir)
-    files = [Path(model_path), scp, Path(feats_dir) / "text"]
-    lines = scp.read_text(encoding="utf-8").splitlines() if scp.exists() else []
-    fields = (line.split(maxsplit=1) for line in lines)
-    for path in dict.fromkeys(_ark_path(f[1]) for f in fields if len(f) == 2):
-        files.append(Path(path) if os.path.isabs(path) or Path(path).exists() else scp.parent / path)
-    digest = hashlib.sha256()
-    for path in files:
-        try:
-            st = os.stat(path)
-            digest.update(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\n".encode("utf-8"))
-        except OSError:
-            digest.update(f"{path}\tmissing\n".encode("utf-8"))
-    return digest.hexdigest()
+    files = [str(model_path), str(scp), str(Path(feats_dir) / "text")] + (scp_targets(scp, resolve=True) if scp.exists() else [])
+    return hashlib.sha256(json.dumps([[f, stat_of(f)] for f in files]).encode("utf-8")).hexdigest()
 
 
 def current_stamp(args, full: bool = False) -> dict:

@@ -4,7 +4,6 @@ and for the tools' bookkeeping (no torch or ESPnet import here: short-lived proc
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Optional

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from espnet_oracle.utils.datadir import atomic_write_text, speech_scp
-from espnet_oracle.utils.stamps import read_stamp, sha256_file
+from espnet_oracle.utils.stamps import ark_path, read_stamp, sha256_file
 
 META_NAME = "meta.json"
 # a set's merged outputs
@@ -107,27 +107,20 @@ def topk_compact(ids: np.ndarray, values: np.ndarray, leftover: np.ndarray, voca
                            np.full((frames, 1), vocab_size, dtype=np.float32)], axis=1)
 
 
-def _ark_path(spec: str) -> str:
-    """The file of a kaldi scp value ``path.ark:offset`` (or ``path.ark:offset[slice]``)."""
-    head, sep, tail = spec.rpartition(":")
-    return head if sep and tail.split("[", 1)[0].isdigit() else spec
-
-
 def features_fingerprint(feats_scp) -> str:
     """sha256 over a feats.scp (ids, file names, offsets) and the bytes of its arks.
     Directories are left out, so a moved dump dir keeps its fingerprint."""
     feats_scp = Path(feats_scp)
     digest = hashlib.sha256()
-    files: List[str] = []
+    files: Dict[str, None] = {}
     lines = sorted(line.split(maxsplit=1) for line in
                    feats_scp.read_text(encoding="utf-8").splitlines() if line.strip())
     for fields in lines:
         utt, spec = fields[0], (fields[1] if len(fields) > 1 else "")
-        path = _ark_path(spec)
+        path = ark_path(spec)
         digest.update(f"{utt} {os.path.basename(path)}{spec[len(path):]}\n".encode("utf-8"))
-        if path not in files:
-            files.append(path)
-    for path in files:
+        files.setdefault(path, None)
+    for path in files:  # (in the sorted lines' order: the digest must not change)
         resolved = Path(path) if os.path.isabs(path) or Path(path).exists() else feats_scp.parent / path
         if not resolved.is_file():
             raise FileNotFoundError(f"{feats_scp} refers to {path}, which does not exist")

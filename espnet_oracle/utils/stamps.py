@@ -35,17 +35,27 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _scp_targets(path: Path) -> List[str]:
-    """The distinct files an scp file points into (``utt path[:offset]``), in order of appearance."""
-    seen: Dict[str, None] = {}
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            parts = line.split(maxsplit=1)
-            target = parts[1].strip() if len(parts) > 1 else ""
-            if target and not target.endswith("|"):  # a pipe: nothing on disk to look at
-                head, sep, tail = target.rpartition(":")
-                seen.setdefault(head if sep and tail.isdigit() else target, None)
-    return list(seen)
+def ark_path(spec: str) -> str:
+    """The file of a kaldi scp value ``path.ark:offset`` (or ``path.ark:offset[slice]``)."""
+    head, sep, tail = spec.rpartition(":")
+    return head if sep and tail.split("[", 1)[0].isdigit() else spec
+
+
+def scp_targets(path, resolve: bool = False) -> List[str]:
+    """The distinct files an scp file points into, in order of appearance (pipes skipped); ``resolve``:
+    a relative one not found from the cwd is taken relative to the scp's dir."""
+    fields = (line.split(maxsplit=1) for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines())
+    files = dict.fromkeys(ark_path(f[1].strip()) for f in fields if len(f) == 2 and not f[1].rstrip().endswith("|"))
+    return [f if not resolve or os.path.isabs(f) or os.path.exists(f) else str(Path(path).parent / f) for f in files]
+
+
+def stat_of(path):
+    """[size, mtime_ns] of a file, or "missing"."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return [st.st_size, st.st_mtime_ns]
 
 
 def file_fingerprint(path) -> dict:
@@ -56,14 +66,7 @@ def file_fingerprint(path) -> dict:
         if sibling.is_file() and sibling != path:
             out[name] = sha256_file(sibling)
     if path.suffix == ".scp":
-        archives = {}
-        for target in _scp_targets(path):
-            try:
-                st = os.stat(target)
-                archives[target] = [st.st_size, st.st_mtime_ns]
-            except OSError:
-                archives[target] = "missing"
-        out["archives"] = archives
+        out["archives"] = {target: stat_of(target) for target in scp_targets(path)}
     return out
 
 
