@@ -108,10 +108,16 @@ usage() {
     cat <<EOF
 
 Usage: $0 [--stage N] [--stop_stage M] [--option value ...]
-Options (the pipeline's defaults; a recipe's run.sh passes its own for some of them: see its exec line):
+Options, with the values in effect: the pipeline's defaults and what the recipe's run.sh (and the
+command line before --help) passed:
 EOF
-    sed -n '/^# ---- options/,/^# ---- end of options/p' "$0" | grep -E '^[a-z_]+=' |
-        sed -E 's/^([a-z_]+)=("[^"]*"|[^ ]*) *(# *)?(.*)$/  --\1 \2  \4/'
+    local name comment value
+    while IFS=$'\t' read -r name comment; do
+        value=${!name}
+        [[ -n ${value} && ${value} != *" "* ]] || value="\"${value}\""
+        printf '  --%s %s  %s\n' "${name}" "${value}" "${comment}"
+    done < <(sed -n '/^# ---- options/,/^# ---- end of options/p' "$0" | grep -E '^[a-z_]+=' |
+        sed -E 's/^([a-z_]+)=("[^"]*"|[^ ]*) *(# *)?(.*)$/\1\t\4/')
 }
 # ---- end of options ----
 

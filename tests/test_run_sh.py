@@ -36,4 +36,8 @@ def test_refuses_a_dir_without_the_recipe(tmp_path):
     assert done.returncode != 0
     assert f"no local/data.sh in {tmp_path}" in done.stderr
     assert not (tmp_path / "exp").exists()
-    assert run(tmp_path, "--help").returncode == 0
+    helped = run(tmp_path, "--help")
+    assert helped.returncode == 0
+    # the values in effect: the recipe's, not only the pipeline's defaults (--fs 16000, --kd_frames all)
+    assert "--fs 8000 " in helped.stdout and "--kd_frames teacher_nonblank_words " in helped.stdout
+    assert '--test_sets "test test_unseen" ' in helped.stdout
