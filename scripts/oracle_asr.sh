@@ -39,7 +39,8 @@
 #                           exported as a plain ESPnet model
 # --conv_kd_shift_frames / --oracle_kd_shift_frames N move that teacher's posteriors N frames later
 # (< 0: earlier) inside each utterance for the systems that learn from them (not avgkd), at load time
-# in the student: the dump stays as it is; their dirs gain _shift<N>.
+# in the student: the dump stays as it is; their dirs gain _shift<N>. --oracle_kd_shift_frames auto
+# takes N from the teachers' word onsets on the validation set (needs its word_align; README "KD variants").
 #
 # Online teacher (--online_teacher true; only with nokd, convkd, oraclekd): the KD students run the
 # frozen teacher (exp/teacher_*/config.yaml + valid.loss.ave.pth) on each batch inside their training
@@ -88,7 +89,7 @@ self_distill_conf=conf/train_oracle_self_distill.yaml  # selfdistill: its traini
 self_distill_kd_weight=1.0  # selfdistill: weight of its KL (oracle path -> source path)
 online_teacher=false    # true: convkd/oraclekd run the teacher inside each training step (no stage-7 dump)
 conv_kd_shift_frames=0  # move the conventional teacher's posteriors N frames later (< 0: earlier) for its KD students
-oracle_kd_shift_frames=0  # the same for the Oracle Teacher's (student dirs gain _shift<N>; README Results)
+oracle_kd_shift_frames=0  # the same for the Oracle Teacher's (student dirs gain _shift<N>); auto: by the teachers' dev onsets
 post_format=topk        # topk | dense
 post_topk=8
 beam_size=4
@@ -189,12 +190,19 @@ all_sets="${train_set} ${valid_set} ${test_sets}"
 python=python3
 [ -n "${VIRTUAL_ENV:-}" ] && python=${VIRTUAL_ENV}/bin/python
 
+# --oracle_kd_shift_frames auto: the move is the teachers' word onset difference on the validation
+# set (README "KD variants"), known once they are trained: resolved before stages 8-10 (0 until then).
+oracle_shift_option=${oracle_kd_shift_frames}
+[ "${oracle_shift_option}" != auto ] || oracle_kd_shift_frames=0
 # The settings in the students' dir names (espnet_oracle/utils/systems.py; make_results reads them too).
-system_opts=(--kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}"
-    --guided_ctc_weight "${guided_ctc_weight}" --seq_kd_weight "${seq_kd_weight}"
-    --seq_kd_nbest "${seq_kd_nbest}" --self_distill_kd_weight "${self_distill_kd_weight}"
-    --online_teacher "${online_teacher}" --conv_kd_shift_frames "${conv_kd_shift_frames}"
-    --oracle_kd_shift_frames "${oracle_kd_shift_frames}")
+set_system_opts() {
+    system_opts=(--kd_weight "${kd_weight}" --kd_temperature "${kd_temperature}" --kd_frames "${kd_frames}"
+        --guided_ctc_weight "${guided_ctc_weight}" --seq_kd_weight "${seq_kd_weight}"
+        --seq_kd_nbest "${seq_kd_nbest}" --self_distill_kd_weight "${self_distill_kd_weight}"
+        --online_teacher "${online_teacher}" --conv_kd_shift_frames "${conv_kd_shift_frames}"
+        --oracle_kd_shift_frames "${oracle_kd_shift_frames}")
+}
+set_system_opts
 # student_dirs [SYSTEMS [SEEDS]]: experiment dir names of the students (default: all of this run),
 # e.g. student_nokd_seed1, student_oraclekd_a0.5_t1_all_seed1 (KD settings in the name).
 student_dirs() {
@@ -492,6 +500,27 @@ if run_stage 7; then
         done
     done
     stage_done 7 dump_posteriors
+fi
+
+if [ "${oracle_shift_option}" = auto ] && [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 8 ]; then
+    # Before any student trains: decode both teachers on the validation set (stage 9 reuses these
+    # dirs), score their spike timing and move the Oracle Teacher's posteriors by the onset difference.
+    [ -f "data/${valid_set}/word_align" ] || die "--oracle_kd_shift_frames auto needs data/${valid_set}/word_align" \
+        "(the validation set's word timings); without them give a number of frames"
+    for t in teacher_conventional teacher_oracle; do need_teacher "${t}"; done
+    ${python} -m espnet_oracle.bin.decode --exp "${exp}" --systems teacher_conventional teacher_oracle \
+        --dump_dir "${feats_dir}" --sets "${valid_set}" --modes greedy --nj "${nj}" \
+        || die "decoding the teachers on ${valid_set} for --oracle_kd_shift_frames auto failed (see above)"
+    for t in teacher_conventional teacher_oracle; do
+        ${python} -m espnet_oracle.bin.score --data_dir "data/${valid_set}" \
+            --decode_dir "${exp}/${t}/decode_${valid_set}_greedy" > /dev/null || die "scoring ${t} on ${valid_set} failed"
+    done
+    oracle_kd_shift_frames=$(${python} -m espnet_oracle.bin.onset_move \
+        --conventional_decode_dir "${exp}/teacher_conventional/decode_${valid_set}_greedy" \
+        --oracle_decode_dir "${exp}/teacher_oracle/decode_${valid_set}_greedy" --out "${exp}/oracle_kd_shift_frames.json") \
+        || die "--oracle_kd_shift_frames auto: no move (see above)"
+    log "--oracle_kd_shift_frames auto: ${oracle_kd_shift_frames} (the teachers' ${valid_set} onsets: ${exp}/oracle_kd_shift_frames.json)"
+    set_system_opts
 fi
 
 # student_args SYSTEM: the options that make a student a no-KD / KD run: the teacher's stored

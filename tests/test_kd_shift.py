@@ -158,3 +158,34 @@ def test_tolerant_student_takes_each_utterances_best_move(build, student, feat_d
 def test_tolerance_must_not_be_negative(build):
     with pytest.raises(ValueError, match="kd_shift_tolerance must be >= 0"):
         build("--model", "kd_student", "--model_conf", "kd_shift_tolerance=-1")
+
+
+def _teacher_decode(path, onset_ms, shift_ms=40.0):
+    path.mkdir()
+    (path / "scores.json").write_text(f'{{"mean_onset_offset_ms": {"null" if onset_ms is None else onset_ms}}}')
+    (path / "frame_shift_ms").write_text(str(shift_ms))
+    return path
+
+
+@pytest.mark.parametrize("conventional,oracle,move", [
+    (151.9, 103.4, 1),   # the digits recipe's seed-0 teachers (README Finding 4)
+    (143.5, 217.5, -2),  # the nicolas fold's
+    (100.0, 40.0, 2),    # 1.5 frames: half rounds away from zero
+    (40.0, 100.0, -2),
+    (100.0, 110.0, 0),
+])
+def test_onset_move_rounds_the_teachers_onset_difference(tmp_path, conventional, oracle, move):
+    from espnet_oracle.bin.onset_move import onset_move
+
+    result = onset_move(_teacher_decode(tmp_path / "c", conventional), _teacher_decode(tmp_path / "o", oracle))
+    assert result["move_frames"] == move
+    assert (result["conventional_onset_ms"], result["oracle_onset_ms"]) == (conventional, oracle)
+
+
+def test_onset_move_refuses_missing_onsets_and_unequal_frames(tmp_path):
+    from espnet_oracle.bin.onset_move import onset_move
+
+    with pytest.raises(ValueError, match=r"o/scores.json: no word onsets .*word_align"):
+        onset_move(_teacher_decode(tmp_path / "c", 120.0), _teacher_decode(tmp_path / "o", None))
+    with pytest.raises(ValueError, match="frame shifts differ"):
+        onset_move(_teacher_decode(tmp_path / "c2", 120.0), _teacher_decode(tmp_path / "o2", 80.0, shift_ms=20.0))

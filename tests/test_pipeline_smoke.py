@@ -760,3 +760,38 @@ def test_students_learn_from_moved_posteriors(recipe):
                              "--oracle_kd_shift_frames", "1", "--stage", "8", "--stop_stage", "8"],
                             cwd=recipe, env=dict(os.environ, FSDD=str(FSDD)), capture_output=True, text=True)
     assert result.returncode != 0 and "avgkd averages both teachers' unmoved posteriors" in result.stderr
+
+
+def test_auto_move_from_teacher_onsets(recipe):
+    """run.sh --oracle_kd_shift_frames auto: the move comes from the teachers' greedy decodes of dev
+    (reused, since their stamps hold), scored for spike timing. Here those decodes are rewritten so that
+    the conventional teacher fires on every word's first frame (frame 2 at the earliest) and the Oracle
+    Teacher 2 frames earlier: the move is +2, and the Oracle-KD student is trained with it (name, model_conf)."""
+    import shutil
+
+    recipe, _ = recipe
+    exp = recipe / "exp_auto"
+    exp.mkdir(exist_ok=True)
+    for teacher, early in zip(TEACHERS, (0, 2)):
+        if not (exp / teacher).is_dir():  # a copy: its decode dirs are rewritten below
+            shutil.copytree(recipe / "exp" / teacher, exp / teacher)
+        decode = exp / teacher / "decode_dev_greedy"
+        assert (decode / ".done").is_file()  # decoded by the fixture's stage 9: the auto step reuses it
+        shift_ms = float((decode / "frame_shift_ms").read_text())
+        offset_ms = float((decode / "frame_offset_ms").read_text())
+        words = {}
+        for line in (recipe / "data" / "dev" / "word_align").read_text().splitlines():
+            utt, _, word, start, _ = line.split()
+            words.setdefault(utt, []).append((word, max(round((1000 * float(start) - offset_ms) / shift_ms), 2)))
+        for name, column in (("text", 0), ("token", 0), ("ctc_frames", 1)):
+            (decode / name).write_text("".join(
+                f"{utt} {' '.join(str(w[column] - (early if column else 0)) for w in ws)}\n"
+                for utt, ws in sorted(words.items())))
+    result = run(recipe, *TINY, "--exp", "exp_auto", "--student_systems", "oraclekd",
+                 "--oracle_kd_shift_frames", "auto", "--stage", "8", "--stop_stage", "8")
+    move = json.loads((exp / "oracle_kd_shift_frames.json").read_text())
+    assert move["move_frames"] == 2 and "--oracle_kd_shift_frames auto: 2" in result.stdout
+    assert math.isclose(move["conventional_onset_ms"] - move["oracle_onset_ms"], 2 * move["frame_shift_ms"])
+    student = student_dir(exp, "oraclekd")
+    assert student.name == student_dir(recipe / "exp", "oraclekd").name.replace("_seed1", "_shift2_seed1")
+    assert yaml.safe_load((student / "config.yaml").read_text())["model_conf"]["kd_shift_frames"] == 2

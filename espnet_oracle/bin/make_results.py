@@ -576,6 +576,13 @@ def main(argv=None):
                    f"{values('kd_weight')} | {values('kd_temperature')} | {values('kd_frames')} | "
                    f"{values('seed') if name.startswith('student_') else '–'} | {values('max_epoch')} | "
                    f"{'; '.join(sorted({x['other'] for x in settings if x['other']})) or '–'} |")
+    move_file = exp / "oracle_kd_shift_frames.json"  # written by --oracle_kd_shift_frames auto
+    if move_file.is_file() and str(json.loads(move_file.read_text())["move_frames"]) == current["oracle_kd_shift_frames"]:
+        move = json.loads(move_file.read_text())
+        out += ["", f"The teachers' word onsets on `{Path(move['oracle_decode_dir']).name.removeprefix('decode_').removesuffix('_greedy')}` (conventional "
+                f"{move['conventional_onset_ms']:.1f} ms, Oracle {move['oracle_onset_ms']:.1f} ms; `{move_file}`) give "
+                f"the Oracle Teacher's posteriors the move of {move['move_frames']:+d} frames "
+                "(`--oracle_kd_shift_frames auto`)."]
 
     # ---- beam search ----
     beam = any(scores(d, s, "beam") for _, _, dirs in systems for d in dirs for s in sets)
