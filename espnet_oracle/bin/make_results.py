@@ -581,7 +581,7 @@ def main(argv=None):
         move = json.loads(move_file.read_text())
         out += ["", f"The teachers' word onsets on `{Path(move['oracle_decode_dir']).name.removeprefix('decode_').removesuffix('_greedy')}` (conventional "
                 f"{move['conventional_onset_ms']:.1f} ms, Oracle {move['oracle_onset_ms']:.1f} ms; `{move_file}`) give "
-                f"the Oracle Teacher's posteriors the move of {move['move_frames']:+d} frames "
+                f"the Oracle Teacher's posteriors the move of {move['move_frames']:+d} frame{'s' * (abs(move['move_frames']) > 1)} "
                 "(`--oracle_kd_shift_frames auto`)."]
 
     # ---- beam search ----
