@@ -783,10 +783,10 @@ def test_auto_move_from_teacher_onsets(recipe):
         for line in (recipe / "data" / "dev" / "word_align").read_text().splitlines():
             utt, _, word, start, _ = line.split()
             words.setdefault(utt, []).append((word, max(round((1000 * float(start) - offset_ms) / shift_ms), 2)))
-        for name, column in (("text", 0), ("token", 0), ("ctc_frames", 1)):
-            (decode / name).write_text("".join(
-                f"{utt} {' '.join(str(w[column] - (early if column else 0)) for w in ws)}\n"
-                for utt, ws in sorted(words.items())))
+        fields = {"text": lambda w: w[0], "token": lambda w: w[0], "ctc_frames": lambda w: str(w[1] - early)}
+        for name, field in fields.items():
+            (decode / name).write_text("".join(f"{utt} {' '.join(map(field, ws))}\n"
+                                               for utt, ws in sorted(words.items())))
     result = run(recipe, *TINY, "--exp", "exp_auto", "--student_systems", "oraclekd",
                  "--oracle_kd_shift_frames", "auto", "--stage", "8", "--stop_stage", "8")
     move = json.loads((exp / "oracle_kd_shift_frames.json").read_text())
