@@ -116,6 +116,8 @@ def test_student_dirs_carry_the_move():
         student_dir("oraclekd", 1, 0.5, 1.0, "all", oracle_kd_shift_frames="-0")  # run.sh would pass -0 on
     with pytest.raises(ValueError, match="whole number of frames: '1.5'"):
         student_dir("oraclekd", 1, 0.5, 1.0, "all", oracle_kd_shift_frames="1.5")
+    with pytest.raises(ValueError, match="auto is for oracle_kd_shift_frames only"):
+        student_dir("convkd", 1, 0.5, 1.0, "all", conv_kd_shift_frames="auto")
 
 
 @pytest.mark.parametrize("stored", ["dense", "topk"])

@@ -135,7 +135,8 @@ def kd_shift(system: str, conv_kd_shift_frames=0, oracle_kd_shift_frames=0) -> i
     given = dict(conv_kd_shift_frames=conv_kd_shift_frames, oracle_kd_shift_frames=oracle_kd_shift_frames)
     for name, value in given.items():
         if not re.fullmatch(r"0|-?[1-9][0-9]*", str(value)):
-            raise ValueError(f"{name} must be a whole number of frames: {value!r}")
+            only = " (run.sh's auto is for oracle_kd_shift_frames only)" if value == "auto" else ""
+            raise ValueError(f"{name} must be a whole number of frames{only}: {value!r}")
     teacher = POSTERIOR_TEACHER.get(system)
     if teacher in SHIFT_OPTIONS:
         return int(given[SHIFT_OPTIONS[teacher]])
