@@ -193,6 +193,7 @@ python=python3
 # --oracle_kd_shift_frames auto: the move is the teachers' word onset difference on the validation
 # set (README "KD variants"), known once they are trained: resolved before stages 8-10 (0 until then).
 oracle_shift_option=${oracle_kd_shift_frames}
+results_opts=()
 [ "${oracle_shift_option}" != auto ] || oracle_kd_shift_frames=0
 # The settings in the students' dir names (espnet_oracle/utils/systems.py; make_results reads them too).
 set_system_opts() {
@@ -502,7 +503,8 @@ if run_stage 7; then
     stage_done 7 dump_posteriors
 fi
 
-if [ "${oracle_shift_option}" = auto ] && [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 8 ]; then
+if [ "${oracle_shift_option}" = auto ] && [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 8 ] \
+    && system_teachers posterior_teacher | grep -qx teacher_oracle; then
     # Before any student trains: decode both teachers on the validation set (stage 9 reuses these
     # dirs), score their spike timing and move the Oracle Teacher's posteriors by the onset difference.
     [ -f "data/${valid_set}/word_align" ] || die "--oracle_kd_shift_frames auto needs data/${valid_set}/word_align" \
@@ -521,6 +523,8 @@ if [ "${oracle_shift_option}" = auto ] && [ "${stage}" -le 10 ] && [ "${stop_sta
         || die "--oracle_kd_shift_frames auto: no move (see above)"
     log "--oracle_kd_shift_frames auto: ${oracle_kd_shift_frames} (the teachers' ${valid_set} onsets: ${exp}/oracle_kd_shift_frames.json)"
     set_system_opts
+    student_dirs > /dev/null || die "bad student settings with the move ${oracle_kd_shift_frames} (see above)"
+    results_opts=(--oracle_kd_shift_file "${exp}/oracle_kd_shift_frames.json")
 fi
 
 # student_args SYSTEM: the options that make a student a no-KD / KD run: the teacher's stored
@@ -660,7 +664,7 @@ if run_stage 10; then
     ${python} -m espnet_oracle.bin.make_results --exp "${exp}" --recipe_dir "${recipe_dir}" \
         --sets "${valid_set} ${test_sets}" --train_set "${train_set}" --seeds "${seeds}" --out "${results}" \
         --condition_files "${condition_files}" --targets "${results_targets}" --extra_metrics "${extra_metrics}" \
-        "${system_opts[@]}" --student_inference_model "${student_inference_model}"
+        "${system_opts[@]}" --student_inference_model "${student_inference_model}" ${results_opts[@]+"${results_opts[@]}"}
     log "wrote ${results}"
 fi
 log "done (stages ${stage}..${stop_stage})"

@@ -173,6 +173,8 @@ def _teacher_decode(path, onset_ms, shift_ms=40.0):
     (151.9, 103.4, 1),   # the digits recipe's seed-0 teachers (README Finding 4)
     (143.5, 217.5, -2),  # the nicolas fold's
     (100.0, 40.0, 2),    # 1.5 frames: half rounds away from zero
+    (200.0, 100.0, 3),   # 2.5 frames (Python's round() would give 2)
+    (100.0, 200.0, -3),
     (40.0, 100.0, -2),
     (100.0, 110.0, 0),
 ])
@@ -189,5 +191,7 @@ def test_onset_move_refuses_missing_onsets_and_unequal_frames(tmp_path):
 
     with pytest.raises(ValueError, match=r"o/scores.json: no word onsets .*word_align"):
         onset_move(_teacher_decode(tmp_path / "c", 120.0), _teacher_decode(tmp_path / "o", None))
+    with pytest.raises(ValueError, match=r"cannot read .*c3/scores.json"):
+        onset_move(tmp_path / "c3", _teacher_decode(tmp_path / "o3", 80.0))
     with pytest.raises(ValueError, match="frame shifts differ"):
         onset_move(_teacher_decode(tmp_path / "c2", 120.0), _teacher_decode(tmp_path / "o2", 80.0, shift_ms=20.0))

@@ -795,3 +795,10 @@ def test_auto_move_from_teacher_onsets(recipe):
     student = student_dir(exp, "oraclekd")
     assert student.name == student_dir(recipe / "exp", "oraclekd").name.replace("_seed1", "_shift2_seed1")
     assert yaml.safe_load((student / "config.yaml").read_text())["model_conf"]["kd_shift_frames"] == 2
+    # stages 9-10 on their own find the moved student again, and RESULTS.md says where the move came from
+    run(recipe, *TINY, "--exp", "exp_auto", "--student_systems", "oraclekd", "--oracle_kd_shift_frames", "auto",
+        "--stage", "9", "--stop_stage", "10", "--decode_modes", "greedy", "--results", "exp_auto/RESULTS.md")
+    assert (student / "decode_test_greedy" / "scores.json").is_file()
+    results = (exp / "RESULTS.md").read_text()
+    assert "teacher posteriors moved +2 frames" in results
+    assert "give the Oracle Teacher's posteriors the move of +2 frames (`--oracle_kd_shift_frames auto`)" in results

@@ -504,6 +504,8 @@ def main(argv=None):
                              "'word_accuracy one_minus_ned'")
     parser.add_argument("--seeds", default="1 2 3")
     parser.add_argument("--out", default="RESULTS.md")
+    parser.add_argument("--oracle_kd_shift_file", type=Path,
+                        help="onset_move's JSON when --oracle_kd_shift_frames auto chose the move")
     add_setting_args(parser)  # this run's KD (-variant) settings: its groups are listed first
     args = parser.parse_args(argv)
     exp = Path(args.exp)
@@ -576,8 +578,8 @@ def main(argv=None):
                    f"{values('kd_weight')} | {values('kd_temperature')} | {values('kd_frames')} | "
                    f"{values('seed') if name.startswith('student_') else '–'} | {values('max_epoch')} | "
                    f"{'; '.join(sorted({x['other'] for x in settings if x['other']})) or '–'} |")
-    move_file = exp / "oracle_kd_shift_frames.json"  # written by --oracle_kd_shift_frames auto
-    if move_file.is_file() and str(json.loads(move_file.read_text())["move_frames"]) == current["oracle_kd_shift_frames"]:
+    if args.oracle_kd_shift_file:  # this run's --oracle_kd_shift_frames auto
+        move_file = args.oracle_kd_shift_file
         move = json.loads(move_file.read_text())
         out += ["", f"The teachers' word onsets on `{Path(move['oracle_decode_dir']).name.removeprefix('decode_').removesuffix('_greedy')}` (conventional "
                 f"{move['conventional_onset_ms']:.1f} ms, Oracle {move['oracle_onset_ms']:.1f} ms; `{move_file}`) give "

@@ -17,11 +17,14 @@ def onset_move(conventional_dir: Path, oracle_dir: Path) -> dict:
     """{"move_frames": N, and the onsets (ms) and frame shift it comes from}; ValueError naming the file."""
     onsets, shifts = {}, {}
     for name, decode_dir in (("conventional", Path(conventional_dir)), ("oracle", Path(oracle_dir))):
-        scores = decode_dir / "scores.json"
-        onsets[name] = json.loads(scores.read_text())["mean_onset_offset_ms"] if scores.is_file() else None
+        scores, shift = decode_dir / "scores.json", decode_dir / "frame_shift_ms"
+        try:
+            onsets[name] = json.loads(scores.read_text()).get("mean_onset_offset_ms")
+            shifts[name] = float(shift.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read {scores} / {shift} (score.py on a greedy decode writes them): {e}") from e
         if onsets[name] is None:
-            raise ValueError(f"{scores}: no word onsets (the set needs word_align and a scored greedy decode)")
-        shifts[name] = float((decode_dir / "frame_shift_ms").read_text())
+            raise ValueError(f"{scores}: no word onsets (the set needs word_align; none of its words were recognised?)")
     if shifts["conventional"] != shifts["oracle"]:
         raise ValueError(f"the teachers' frame shifts differ ({shifts}): a move in frames has no single size")
     frames = -(onsets["oracle"] - onsets["conventional"]) / shifts["oracle"]
@@ -39,7 +42,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         move = onset_move(args.conventional_decode_dir, args.oracle_decode_dir)
-    except (ValueError, OSError) as e:
+    except ValueError as e:
         print(f"onset_move: error: {e}", file=sys.stderr)
         return 1
     if args.out:
