@@ -578,13 +578,12 @@ def main(argv=None):
                    f"{values('kd_weight')} | {values('kd_temperature')} | {values('kd_frames')} | "
                    f"{values('seed') if name.startswith('student_') else '–'} | {values('max_epoch')} | "
                    f"{'; '.join(sorted({x['other'] for x in settings if x['other']})) or '–'} |")
-    if args.oracle_kd_shift_file:  # this run's --oracle_kd_shift_frames auto
-        move_file = args.oracle_kd_shift_file
-        move = json.loads(move_file.read_text())
-        out += ["", f"The teachers' word onsets on `{Path(move['oracle_decode_dir']).name.removeprefix('decode_').removesuffix('_greedy')}` (conventional "
-                f"{move['conventional_onset_ms']:.1f} ms, Oracle {move['oracle_onset_ms']:.1f} ms; `{move_file}`) give "
-                f"the Oracle Teacher's posteriors the move of {move['move_frames']:+d} frame{'s' * (abs(move['move_frames']) > 1)} "
-                "(`--oracle_kd_shift_frames auto`)."]
+    if args.oracle_kd_shift_file:  # this run's --oracle_kd_shift_frames auto (onsets on the valid set)
+        move = json.loads(args.oracle_kd_shift_file.read_text())
+        frames = move["move_frames"]
+        out += ["", f"The teachers' word onsets on `{sets[0]}` (conventional {move['conventional_onset_ms']:.1f} ms, "
+                f"Oracle {move['oracle_onset_ms']:.1f} ms; `{args.oracle_kd_shift_file}`) give the Oracle Teacher's "
+                f"posteriors the move of {frames:+d} frame{'s' * (abs(frames) > 1)} (`--oracle_kd_shift_frames auto`)."]
 
     # ---- beam search ----
     beam = any(scores(d, s, "beam") for _, _, dirs in systems for d in dirs for s in sets)
