@@ -12,6 +12,8 @@ import math
 import sys
 from pathlib import Path
 
+from espnet_oracle.utils.datadir import atomic_write_text
+
 
 def onset_move(conventional_dir: Path, oracle_dir: Path) -> dict:
     """{"move_frames": N, and the onsets (ms) and frame shift it comes from}; ValueError naming the file."""
@@ -46,7 +48,7 @@ def main(argv=None) -> int:
         print(f"onset_move: error: {e}", file=sys.stderr)
         return 1
     if args.out:
-        args.out.write_text(json.dumps(move, indent=2) + "\n")
+        atomic_write_text(args.out, json.dumps(move, indent=2) + "\n")
     print(move["move_frames"])
     return 0
 
