@@ -205,25 +205,17 @@ def frame_kd_loss_topk(
     return sum_frames(kl, valid, frame_mask, renormalize)
 
 
-def teacher_spikes(
-    teacher_log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0
+def best_spikes(
+    best: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The teacher's spikes: valid frames whose most likely token is not blank.
 
     Args:
-        teacher_log_probs: (B, T', V); lengths: (B,).
+        best: (B, T') the teacher's most likely token per frame; lengths: (B,).
 
     Returns:
-        (B, T') long, the teacher's most likely token per frame, and
-        (B, T') bool, True on valid frames where that token is not ``blank_id``.
+        ``best`` and (B, T') bool, True on valid frames where ``best`` is not ``blank_id``.
     """
-    return best_spikes(teacher_log_probs.argmax(dim=-1), lengths, blank_id)
-
-
-def best_spikes(
-    best: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``teacher_spikes`` from the teacher's (B, T') most likely tokens."""
     spikes = (best != blank_id) & valid_frames(lengths, best.size(1)).to(best.device)
     return best, spikes
 
