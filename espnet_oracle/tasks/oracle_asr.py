@@ -27,6 +27,7 @@ from espnet_oracle.asr.encoder.exact_subsampling_lengths import (
 )
 from espnet_oracle.asr.encoder.oracle_teacher_encoder import OracleTeacherEncoder
 from espnet_oracle.asr.kd_student_model import KDStudentModel
+from espnet_oracle.asr.length_masked_cer import install_length_masked_cer
 from espnet_oracle.asr.oracle_self_distill_model import OracleSelfDistillModel
 from espnet_oracle.asr.oracle_teacher_model import OracleTeacherModel
 from espnet_oracle.utils.posteriors import register_data_type
@@ -79,4 +80,7 @@ class OracleASRTask(ASRTask):
         # Conformer layers: the convolution module must not read the padding (batch-independent
         # outputs, hence posteriors that do not depend on how a dump was batched).
         install_conformer_padding_mask(model)
+        # Validation cer_ctc (the time-to-accuracy curves) must not score what a model emits on
+        # the padding after short utterances (ESPnet takes the argmax over the padded batch).
+        install_length_masked_cer(model)
         return model
