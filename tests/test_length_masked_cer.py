@@ -7,6 +7,7 @@ padded frame: built by the task its cer_ctc is 0; built without the patch it is 
 behaviour, so the test can fail).
 """
 
+import copy
 from pathlib import Path
 from unittest import mock
 
@@ -65,6 +66,9 @@ def test_cer_ctc_ignores_padded_frames(build):
     model = build(patched=True)
     _, cer = model._calc_ctc_loss(*batch())
     assert cer == 0.0
+    copied = copy.deepcopy(model)  # the online teacher is copied to other devices this way
+    assert copied._calc_ctc_loss.__self__ is copied and copied.ctc.argmax.__self__ is copied.ctc
+    assert copied._calc_ctc_loss(*batch())[1] == 0.0
     # ctc.argmax used anywhere else still sees every frame
     assert model.ctc.argmax(batch()[0])[0, 4:].tolist() == [C] * 6
 

@@ -17,6 +17,7 @@ error calculator drops. Nothing else changes: losses, training, decoding and eve
 from __future__ import annotations
 
 import threading
+import types
 
 import torch
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
@@ -24,32 +25,30 @@ from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 _lengths = threading.local()
 
 
+def _masked_argmax(ctc, hs_pad: torch.Tensor) -> torch.Tensor:
+    best = type(ctc).argmax(ctc, hs_pad)  # (B, T')
+    lengths = getattr(_lengths, "value", None)
+    if lengths is not None and lengths.dim() == 1 and lengths.shape[0] == best.shape[0]:
+        padded = make_pad_mask(lengths.cpu(), maxlen=best.shape[1]).to(best.device)
+        best = best.masked_fill(padded, ctc._cer_blank_id)
+    return best
+
+
+def _masked_calc_ctc_loss(model, encoder_out, encoder_out_lens, ys_pad, ys_pad_lens):
+    _lengths.value = encoder_out_lens
+    try:
+        return type(model)._calc_ctc_loss(model, encoder_out, encoder_out_lens, ys_pad, ys_pad_lens)
+    finally:
+        _lengths.value = None
+
+
 def install_length_masked_cer(model: torch.nn.Module) -> bool:
-    """Patch ``model`` (an ``ESPnetASRModel``); idempotent. False when it has no CTC error path."""
-    calc_ctc_loss = getattr(model, "_calc_ctc_loss", None)
+    """Patch ``model`` (an ``ESPnetASRModel``); idempotent, survives ``copy.deepcopy`` (bound
+    methods). False when it has no CTC error path."""
     ctc = getattr(model, "ctc", None)
-    if calc_ctc_loss is None or ctc is None or not hasattr(ctc, "argmax"):
+    if not hasattr(type(model), "_calc_ctc_loss") or ctc is None or not hasattr(type(ctc), "argmax"):
         return False
-    if getattr(model, "_cer_length_masked", False):
-        return True
-    blank_id = getattr(model, "blank_id", 0)
-    ctc_argmax = ctc.argmax
-
-    def argmax(hs_pad: torch.Tensor) -> torch.Tensor:
-        best = ctc_argmax(hs_pad)  # (B, T')
-        lengths = getattr(_lengths, "value", None)
-        if lengths is not None and lengths.dim() == 1 and lengths.shape[0] == best.shape[0]:
-            best = best.masked_fill(make_pad_mask(lengths.cpu(), maxlen=best.shape[1]).to(best.device), blank_id)
-        return best
-
-    def masked_calc_ctc_loss(encoder_out, encoder_out_lens, ys_pad, ys_pad_lens):
-        _lengths.value = encoder_out_lens
-        try:
-            return calc_ctc_loss(encoder_out, encoder_out_lens, ys_pad, ys_pad_lens)
-        finally:
-            _lengths.value = None
-
-    ctc.argmax = argmax
-    model._calc_ctc_loss = masked_calc_ctc_loss
-    object.__setattr__(model, "_cer_length_masked", True)
+    object.__setattr__(ctc, "_cer_blank_id", getattr(model, "blank_id", 0))
+    object.__setattr__(ctc, "argmax", types.MethodType(_masked_argmax, ctc))
+    object.__setattr__(model, "_calc_ctc_loss", types.MethodType(_masked_calc_ctc_loss, model))
     return True
