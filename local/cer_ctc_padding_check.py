@@ -5,7 +5,9 @@ each utterance's own frames.
 
 Why it exists: the record of how much the padding inflated each model's validation CER
 (RESULTS_cer_ctc_padding_2026-12-08.md). Batches as ESPnet's ``sorted`` batches: the set sorted by
-length, ``--batch_size`` utterances each, features zero-padded.
+length, ``--batch_size`` utterances each, features zero-padded; character errors summed over the
+set (ESPnet's reporter averages per-batch CERs instead). Models whose encoder output depends on the
+padding (unhooked conformers, E-Branchformer) are refused: they are encoded one at a time here.
 
     python local/cer_ctc_padding_check.py --exp egs/synth_words/exp --dump egs/synth_words/dump/extracted \\
         --set dev --systems teacher_conventional teacher_oracle
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 from espnet_oracle.utils.datadir import read_kaldi_map, speech_scp
-from espnet_oracle.utils.inference import encode_padded, load_model, pad
+from espnet_oracle.utils.inference import encode_padded, load_model, pad, padding_sensitive
 
 
 def main(argv=None) -> int:
@@ -41,11 +43,15 @@ def main(argv=None) -> int:
     for system in args.systems:
         model, train_args = load_model(args.exp / system)
         model.eval()
+        if padding_sensitive(model):
+            raise SystemExit(f"{system}: its encoder output depends on the padding; this check needs one that does not")
         from espnet2.text.build_tokenizer import build_tokenizer
 
         tokenizer = build_tokenizer(train_args.token_type, bpemodel=train_args.bpemodel)
         token_id = {t: i for i, t in enumerate(train_args.token_list)}
-        chars = lambda ids: "".join(train_args.token_list[i] for i in ids)  # noqa: E731 (ESPnet's CER: token strings joined)
+        space = token_id.get("<space>")
+        # ESPnet's CER: token strings joined, <space> dropped
+        chars = lambda ids: "".join(train_args.token_list[i] for i in ids if i != space)  # noqa: E731
         edits = {"all": 0, "own": 0}
         ref_chars = 0
         with torch.no_grad():

@@ -21,6 +21,7 @@ import editdistance
 import numpy as np
 import yaml
 from espnet2.text.build_tokenizer import build_tokenizer
+from espnet2.text.cleaner import TextCleaner
 
 from espnet_oracle.utils.datadir import read_kaldi_map
 from espnet_oracle.utils.posteriors import read_meta, topk_unpack
@@ -45,7 +46,11 @@ def teacher_errors(exp_dir: Path, post_scp: Path, text: dict, examples: int) -> 
         token_list = Path(token_list).read_text().split()
     if token_list[0] != "<blank>":
         raise SystemExit(f"{exp_dir}/config.yaml: token 0 is {token_list[0]!r}, not <blank>")
-    tokenizer = build_tokenizer(config["token_type"], bpemodel=config.get("bpemodel"))
+    # the training targets' tokenizer (ESPnet's preprocessor options from the same config)
+    tokenizer = build_tokenizer(config["token_type"], bpemodel=config.get("bpemodel"),
+                                non_linguistic_symbols=config.get("non_linguistic_symbols"),
+                                g2p_type=config.get("g2p"))
+    clean = TextCleaner(config.get("cleaner"))
     token_id = {token: i for i, token in enumerate(token_list)}
     unk = token_id.get("<unk>")
     fmt = read_meta(str(post_scp))["format"]
@@ -54,7 +59,7 @@ def teacher_errors(exp_dir: Path, post_scp: Path, text: dict, examples: int) -> 
     for utt, array in kaldiio.load_scp_sequential(str(post_scp)):
         if utt not in text:
             raise SystemExit(f"{post_scp}: utterance {utt} is not in the transcript file")
-        ref = [token_id.get(t, unk) for t in tokenizer.text2tokens(text[utt])]
+        ref = [token_id.get(t, unk) for t in tokenizer.text2tokens(clean(text[utt]))]
         hyp = greedy_token_ids(array, fmt)
         distance = editdistance.eval(ref, hyp)
         edits += distance

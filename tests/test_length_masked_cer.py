@@ -8,6 +8,7 @@ behaviour, so the test can fail).
 """
 
 import copy
+import pickle
 from pathlib import Path
 from unittest import mock
 
@@ -66,9 +67,14 @@ def test_cer_ctc_ignores_padded_frames(build):
     model = build(patched=True)
     _, cer = model._calc_ctc_loss(*batch())
     assert cer == 0.0
-    copied = copy.deepcopy(model)  # the online teacher is copied to other devices this way
-    assert copied._calc_ctc_loss.__self__ is copied and copied.ctc.argmax.__self__ is copied.ctc
-    assert copied._calc_ctc_loss(*batch())[1] == 0.0
+    # the online teacher is deep-copied to other devices; DataParallel replicates the module
+    # (its replicas must not score through the original); pickle must find the class
+    # (torch's replicate() makes each replica with this, then moves parameters: GPU-only)
+    replica = model._replicate_for_data_parallel()
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model)), replica):
+        assert other is not model and other._calc_ctc_loss(*batch())[1] == 0.0
+        assert "_calc_ctc_loss" not in vars(other)  # the class scores, not a method bound to the original
+    assert type(model).__name__ == "LengthMaskedCER_" + type(model).__mro__[2].__name__
     # ctc.argmax used anywhere else still sees every frame
     assert model.ctc.argmax(batch()[0])[0, 4:].tolist() == [C] * 6
 

@@ -8,47 +8,49 @@ on the scene-text recipe's `dev` set (2026-12-08) the conventional CRNN teacher 
 Time-to-accuracy (stage 6) compares the teachers' per-epoch dev CER, so that bias would favour
 whichever model emits blank on padding.
 
-:func:`install_length_masked_cer` patches one model instance: while its ``_calc_ctc_loss`` runs,
-its CTC layer's ``argmax`` sets the frames past each utterance's length to the blank, which the
-error calculator drops. Nothing else changes: losses, training, decoding and every other use of
-``ctc.argmax`` (outside ``_calc_ctc_loss``) are as before.
+:func:`install_length_masked_cer` moves one model into a subclass of its own class whose
+``_calc_ctc_loss`` sets the frames past each utterance's length to the blank before scoring (the
+error calculator drops blanks). A class, not a patched instance, so that DataParallel replicas,
+deep copies and pickles carry it. Losses, training, parameters and decoding are unchanged.
 """
 
 from __future__ import annotations
 
-import threading
-import types
-
 import torch
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 
-_lengths = threading.local()
+
+class LengthMaskedCERMixin:
+    """``_calc_ctc_loss`` of an ``ESPnetASRModel`` with the validation CER on own frames only."""
+
+    def _calc_ctc_loss(self, encoder_out, encoder_out_lens, ys_pad, ys_pad_lens):
+        loss_ctc = self.ctc(encoder_out, encoder_out_lens, ys_pad, ys_pad_lens)
+        cer_ctc = None
+        if not self.training and self.error_calculator is not None:
+            best = self.ctc.argmax(encoder_out).data  # (B, T')
+            padded = make_pad_mask(encoder_out_lens.cpu(), maxlen=best.size(1)).to(best.device)
+            best = best.masked_fill(padded, self.blank_id)
+            cer_ctc = self.error_calculator(best.cpu(), ys_pad.cpu(), is_ctc=True)
+        return loss_ctc, cer_ctc
 
 
-def _masked_argmax(ctc, hs_pad: torch.Tensor) -> torch.Tensor:
-    best = type(ctc).argmax(ctc, hs_pad)  # (B, T')
-    lengths = getattr(_lengths, "value", None)
-    if lengths is not None and lengths.dim() == 1 and lengths.shape[0] == best.shape[0]:
-        padded = make_pad_mask(lengths.cpu(), maxlen=best.shape[1]).to(best.device)
-        best = best.masked_fill(padded, ctc._cer_blank_id)
-    return best
-
-
-def _masked_calc_ctc_loss(model, encoder_out, encoder_out_lens, ys_pad, ys_pad_lens):
-    _lengths.value = encoder_out_lens
-    try:
-        return type(model)._calc_ctc_loss(model, encoder_out, encoder_out_lens, ys_pad, ys_pad_lens)
-    finally:
-        _lengths.value = None
+def _masked_class(cls: type) -> type:
+    """The subclass of ``cls`` with the mixin, one per class, reachable by pickle in this module."""
+    name = f"LengthMaskedCER_{cls.__name__}"
+    masked = globals().get(name)
+    if masked is None or cls not in masked.__bases__:
+        masked = type(name, (LengthMaskedCERMixin, cls), {"__module__": __name__, "__qualname__": name})
+        globals()[name] = masked
+    return masked
 
 
 def install_length_masked_cer(model: torch.nn.Module) -> bool:
-    """Patch ``model`` (an ``ESPnetASRModel``); idempotent, survives ``copy.deepcopy`` (bound
-    methods). False when it has no CTC error path."""
-    ctc = getattr(model, "ctc", None)
-    if not hasattr(type(model), "_calc_ctc_loss") or ctc is None or not hasattr(type(ctc), "argmax"):
+    """Move ``model`` (an ``ESPnetASRModel``) into its length-masked subclass; idempotent.
+    False when it has no CTC error path."""
+    if isinstance(model, LengthMaskedCERMixin):
+        return True
+    if not hasattr(type(model), "_calc_ctc_loss") or not hasattr(model, "error_calculator") \
+            or getattr(model, "ctc", None) is None:
         return False
-    object.__setattr__(ctc, "_cer_blank_id", getattr(model, "blank_id", 0))
-    object.__setattr__(ctc, "argmax", types.MethodType(_masked_argmax, ctc))
-    object.__setattr__(model, "_calc_ctc_loss", types.MethodType(_masked_calc_ctc_loss, model))
+    model.__class__ = _masked_class(type(model))
     return True
