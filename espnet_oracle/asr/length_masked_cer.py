@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 
+_MASKED: dict = {}  # registered class -> its length-masked subclass
+
 
 class LengthMaskedCERMixin:
     """``_calc_ctc_loss`` of an ``ESPnetASRModel`` with the validation CER on own frames only."""
@@ -35,12 +37,12 @@ class LengthMaskedCERMixin:
 
 
 def _masked_class(cls: type) -> type:
-    """The subclass of ``cls`` with the mixin, one per class, reachable by pickle in this module."""
-    name = f"LengthMaskedCER_{cls.__name__}"
-    masked = globals().get(name)
-    if masked is None or cls not in masked.__bases__:
-        masked = type(name, (LengthMaskedCERMixin, cls), {"__module__": __name__, "__qualname__": name})
-        globals()[name] = masked
+    """The subclass of ``cls`` with the mixin, one per class. It keeps ``cls``'s name (ESPnet's
+    logs print the model as before) and lives in this module's namespace, where pickle finds it."""
+    masked = _MASKED.get(cls)
+    if masked is None:
+        masked = type(cls.__name__, (LengthMaskedCERMixin, cls), {"__module__": __name__, "__qualname__": cls.__name__})
+        _MASKED[cls] = globals()[cls.__name__] = masked
     return masked
 
 
@@ -54,3 +56,9 @@ def install_length_masked_cer(model: torch.nn.Module) -> bool:
         return False
     model.__class__ = _masked_class(type(model))
     return True
+
+
+def registered_class(model: torch.nn.Module) -> type:
+    """The model's class as registered (``model: espnet``, ``kd_student``, ...), under the mixin."""
+    cls = type(model)
+    return cls.__bases__[1] if issubclass(cls, LengthMaskedCERMixin) and cls is not LengthMaskedCERMixin else cls
