@@ -13,33 +13,21 @@ sequence differs from the transcript's, token error rate (edit distance / refere
 """
 
 import argparse
-import itertools
 import sys
 from pathlib import Path
 
 import editdistance
-import numpy as np
+import torch
 import yaml
 from espnet2.text.build_tokenizer import build_tokenizer
 from espnet2.text.cleaner import TextCleaner
 
 from espnet_oracle.utils.datadir import read_kaldi_map
-from espnet_oracle.utils.posteriors import read_meta, topk_unpack
-
-
-def greedy_token_ids(packed_or_dense: np.ndarray, fmt: str) -> list:
-    """The CTC greedy path of one utterance's stored posteriors, as token ids (blank 0 removed)."""
-    if fmt == "topk":
-        ids, values, _ = topk_unpack(packed_or_dense)
-        best = ids[np.arange(len(ids)), values.argmax(axis=1)]
-    else:
-        best = packed_or_dense.argmax(axis=1)
-    return [int(token) for token, _ in itertools.groupby(best) if token != 0]
+from espnet_oracle.utils.inference import greedy_path
+from espnet_oracle.utils.posteriors import TeacherPosteriorReader
 
 
 def teacher_errors(exp_dir: Path, post_scp: Path, text: dict, examples: int) -> dict:
-    import kaldiio
-
     config = yaml.safe_load((exp_dir / "config.yaml").read_text())
     token_list = config["token_list"]
     if isinstance(token_list, str):
@@ -53,14 +41,14 @@ def teacher_errors(exp_dir: Path, post_scp: Path, text: dict, examples: int) -> 
     clean = TextCleaner(config.get("cleaner"))
     token_id = {token: i for i, token in enumerate(token_list)}
     unk = token_id.get("<unk>")
-    fmt = read_meta(str(post_scp))["format"]
+    posteriors = TeacherPosteriorReader(str(post_scp))  # either dump format, as (T', V) log-probs
     wrong = edits = ref_tokens = 0
     shown = []
-    for utt, array in kaldiio.load_scp_sequential(str(post_scp)):
+    for utt in posteriors.keys():
         if utt not in text:
             raise SystemExit(f"{post_scp}: utterance {utt} is not in the transcript file")
         ref = [token_id.get(t, unk) for t in tokenizer.text2tokens(clean(text[utt]))]
-        hyp = greedy_token_ids(array, fmt)
+        hyp, _ = greedy_path(torch.from_numpy(posteriors[utt]), blank_id=0)
         distance = editdistance.eval(ref, hyp)
         edits += distance
         ref_tokens += len(ref)
