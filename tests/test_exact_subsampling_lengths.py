@@ -139,3 +139,26 @@ def test_too_short_utterance_is_named_when_dumping_or_decoding(build, config, ex
     from espnet_oracle.asr.encoder.exact_subsampling_lengths import current_utt_ids
 
     assert current_utt_ids() is None
+
+
+def test_out_of_memory_in_the_probe_is_raised_not_cached_as_too_short():
+    from espnet_oracle.asr.encoder.exact_subsampling_lengths import ExactSubsamplingLengths
+
+    class Embed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fail = None
+
+        def forward(self, x, mask):
+            if self.fail is not None:
+                raise self.fail
+            return x[:, ::2], mask[:, :, ::2]
+
+    hook, embed, x = ExactSubsamplingLengths(), Embed(), torch.zeros(1, 8, 3)
+    embed.fail = torch.OutOfMemoryError("CUDA out of memory")
+    with pytest.raises(torch.OutOfMemoryError):
+        hook.output_length(embed, 8, x)
+    embed.fail = None
+    assert hook.output_length(embed, 8, x) == 4  # nothing wrong was cached
+    embed.fail = RuntimeError("Kernel size can't be greater than actual input size")
+    assert hook.output_length(embed, 3, x) == 0  # too short: a property of the length

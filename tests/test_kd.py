@@ -530,6 +530,75 @@ def test_writer_rejects_unknown_format(tmp_path):
         PosteriorWriter(str(tmp_path), "1", fmt="fp8")
 
 
+def test_writer_refuses_nan_positive_and_wrong_width_naming_the_utterance(tmp_path):
+    writer = PosteriorWriter(str(tmp_path), "1", fmt="topk", k=4, vocab_size=V)
+    x = _log_probs(0, frames=5)
+    writer.write("good", x)
+    bad = x.copy()
+    bad[2, 3] = np.nan
+    with pytest.raises(ValueError, match="'nan-utt'.*NaN"):
+        writer.write("nan-utt", bad)
+    with pytest.raises(ValueError, match="'raw-scores'.*above 0"):
+        writer.write("raw-scores", x + 5.0)  # logits, not log-probabilities
+    with pytest.raises(ValueError, match=f"'narrow'.*expected \\(frames, {V}\\)"):
+        writer.write("narrow", x[:, :-1])
+    assert list(writer.arrays) == ["good"]
+
+
+def test_meta_json_errors_name_the_file(tmp_path):
+    scp, _ = _write_set(tmp_path, "topk")
+    meta = scp.parent / "meta.json"
+    meta.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"{meta}.*not valid JSON"):
+        TeacherPosteriorReader(str(scp))
+    for broken in ('{"format": "fp8", "vocab_size": 11, "layout": 2}', '{"format": "topk", "layout": 2}',
+                   '{"format": "topk", "vocab_size": 11, "layout": 2}'):  # unknown format, no vocab_size, no k
+        meta.write_text(broken, encoding="utf-8")
+        with pytest.raises(ValueError, match=f"{meta}: not a teacher posterior description"):
+            TeacherPosteriorReader(str(scp))
+
+
+def test_reader_refuses_arrays_that_disagree_with_meta(tmp_path):
+    scp, _ = _write_set(tmp_path, "topk", k=4)
+    # meta says k=3: the stored rows (width 10) are not what it describes
+    write_meta(str(scp.parent), format="topk", k=3, vocab_size=V)
+    with pytest.raises(ValueError, match="'utt0'.*k=3"):
+        TeacherPosteriorReader(str(scp))["utt0"]
+    # meta says fewer tokens than the stored ids reach: ids would wrap around in the dense expansion
+    write_meta(str(scp.parent), format="topk", k=4, vocab_size=5)
+    reader = TeacherPosteriorReader(str(scp))
+    with pytest.raises(ValueError, match="'utt.'.*outside the 5 tokens"):
+        for utt in reader.keys():
+            reader[utt]
+    dense_scp, _ = _write_set(tmp_path, "dense")
+    write_meta(str(dense_scp.parent), format="dense", vocab_size=V + 1)
+    with pytest.raises(ValueError, match=f"'utt0'.*{V + 1} tokens"):
+        TeacherPosteriorReader(str(dense_scp))["utt0"]
+
+
+def test_training_refuses_posteriors_of_a_reordered_token_list(task, tmp_path, monkeypatch):
+    """Same size, another order: the per-batch vocabulary check cannot see it, the task must."""
+    import argparse
+
+    from espnet_oracle.utils.posteriors import token_list_sha
+
+    scp, _ = _write_set(tmp_path, "topk")
+    write_meta(str(scp.parent), format="topk", k=4, vocab_size=V, token_list_sha=token_list_sha(TOKENS))
+    reordered = TOKENS[:2] + TOKENS[2:-1][::-1] + TOKENS[-1:]
+    token_file = tmp_path / "tokens.txt"
+    token_file.write_text("\n".join(reordered) + "\n", encoding="utf-8")
+    args = argparse.Namespace(token_list=str(token_file), valid_data_path_and_name_and_type=[],
+                              train_data_path_and_name_and_type=[("feats.scp", "speech", "kaldi_ark"),
+                                                                 (str(scp), "teacher_topk_post",
+                                                                  "teacher_topk_posterior")])
+    monkeypatch.setattr(task.__mro__[1], "build_iter_factory", classmethod(lambda cls, *a, **k: "built"))
+    with pytest.raises(ValueError, match=f"{scp} was made with another token list.*--token_list"):
+        task.build_iter_factory(args, None, "train")
+    assert task.build_iter_factory(args, None, "valid") == "built"  # no posteriors there
+    args.token_list = list(TOKENS)  # the dump's own list, as ESPnet holds it after build_model
+    assert task.build_iter_factory(args, None, "train") == "built"
+
+
 def test_teacher_posterior_data_type(task, tmp_path):
     from espnet2.train.collate_fn import common_collate_fn
     from espnet2.train.dataset import DATA_TYPES, ESPnetDataset

@@ -269,9 +269,10 @@ class KDStudentModel(ESPnetASRModel):
     ) -> None:
         """Refuse posteriors whose frame counts or vocabulary differ from the student's."""
         if teacher_vocab_size != self.vocab_size:
+            names = ", ".join(utt_id[:3]) if utt_id is not None else "this batch"
             raise FrameMismatchError(
-                f"teacher posteriors have {teacher_vocab_size} classes, the student "
-                f"{self.vocab_size}: teacher and student must share one token list"
+                f"utterances {names}: teacher posteriors have {teacher_vocab_size} classes, the "
+                f"student {self.vocab_size}: teacher and student must share one token list"
             )
         mismatch = (encoder_out_lens != teacher_post_lengths).nonzero().flatten().tolist()
         if mismatch:

@@ -152,6 +152,8 @@ def prepare(args, say) -> Tuple[str, dict]:
         say(f"dump_posteriors: {out_dir} is up to date")
         return "done", stamp
     previous = _stamp_in(out_dir / META_NAME) or old_stamp
+    # first, so an interruption below never leaves .done / post.scp naming removed shards
+    remove_set_files(out_dir)
     if previous is not None and previous != stamp:
         say(f"dump_posteriors: re-dumping {out_dir}, its posteriors were made from other inputs: "
             + "; ".join(stamp_differences(previous, stamp)))
@@ -167,7 +169,6 @@ def prepare(args, say) -> Tuple[str, dict]:
     if stale:
         say(f"dump_posteriors: removed {len(stale)} shard(s) of {out_dir} made from other inputs: "
             + "; ".join(stamp_differences(stale[0], stamp)))
-    remove_set_files(out_dir)
     return "dump", stamp
 
 
@@ -202,13 +203,15 @@ def run_job(args, job: int, num_jobs: int, stamp: Optional[dict] = None, models:
     torch.set_num_threads(max(1, args.nj))
     out_dir = Path(args.out_dir)
     stamp = stamp if stamp is not None else current_stamp(args)
-    data = FeatureSet(Path(args.feats_dir), _train_args(Path(args.exp_dir)))
+    train_args = _train_args(Path(args.exp_dir))
+    data = FeatureSet(Path(args.feats_dir), train_args)
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
     mine = [(n, ids) for n, ids in enumerate(_shards(args, data.utt_ids), 1) if job_of(n, num_jobs) == job]
     todo = []
     stale_told = False
     for index, shard_ids in mine:
-        writer = PosteriorWriter(str(out_dir), str(index), fmt=args.format, k=args.topk, stamp=stamp)
+        writer = PosteriorWriter(str(out_dir), str(index), fmt=args.format, k=args.topk, stamp=stamp,
+                                 vocab_size=len(train_args.token_list))
         state, info = _shard_state(writer, stamp, shard_ids)
         if state == "ok":
             continue

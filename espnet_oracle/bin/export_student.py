@@ -67,6 +67,9 @@ def copy_into(exp_dir: Path, source: str, name: str, what: str) -> str:
             atomic_copy(src, target)
     elif not target.exists():
         sys.exit(f"export_student: {what} {source} (named in {exp_dir / 'config.yaml'}) not found")
+    else:
+        print(f"export_student: {what} {source} not found; keeping the copy made at an earlier export, "
+              f"{target}", file=sys.stderr)
     return pack_path(target)
 
 

@@ -30,7 +30,7 @@ from espnet_oracle.asr.kd_student_model import KDStudentModel
 from espnet_oracle.asr.length_masked_cer import install_length_masked_cer
 from espnet_oracle.asr.oracle_self_distill_model import OracleSelfDistillModel
 from espnet_oracle.asr.oracle_teacher_model import OracleTeacherModel
-from espnet_oracle.utils.posteriors import register_data_type
+from espnet_oracle.utils.posteriors import check_token_list, read_meta, register_data_type
 from espnet_oracle.utils.teacher_hyps import register_data_type as register_hyps_data_type
 
 TEACHER_POST = "teacher_post"
@@ -84,3 +84,18 @@ class OracleASRTask(ASRTask):
         # the padding after short utterances (ESPnet takes the argmax over the padded batch).
         install_length_masked_cer(model)
         return model
+
+    @classmethod
+    def build_iter_factory(cls, args: argparse.Namespace, distributed_option, mode: str, kwargs=None):
+        # The KD model compares only the vocabulary size per batch; a token list of the same size
+        # in another order would train on the wrong classes without a word. Training only: a
+        # trained model must stay decodable after its posteriors are re-dumped.
+        data = args.train_data_path_and_name_and_type if mode == "train" else args.valid_data_path_and_name_and_type
+        token_list = args.token_list
+        if isinstance(token_list, str):
+            with open(token_list, encoding="utf-8") as f:
+                token_list = [line.rstrip() for line in f]
+        for path, _, data_type in data or []:
+            if data_type in ("teacher_posterior", "teacher_topk_posterior"):
+                check_token_list(read_meta(path), path, token_list, "the token list of this training (--token_list)")
+        return super().build_iter_factory(args, distributed_option, mode, kwargs)

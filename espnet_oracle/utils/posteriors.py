@@ -18,7 +18,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import kaldiio
 import numpy as np
@@ -166,12 +166,12 @@ class PosteriorWriter:
     interrupted dump never leaves a half-written shard that looks complete."""
 
     def __init__(self, out_dir: str, shard: str, fmt: str = "topk", k: int = 8,
-                 stamp: Optional[dict] = None):
+                 stamp: Optional[dict] = None, vocab_size: Optional[int] = None):
         if fmt not in ("topk", "dense"):
             raise ValueError(f"unknown posterior format {fmt!r} (topk or dense)")
         self.out_dir = Path(out_dir)
         (self.out_dir / "data").mkdir(parents=True, exist_ok=True)
-        self.fmt, self.k, self.shard, self.stamp = fmt, k, shard, stamp
+        self.fmt, self.k, self.shard, self.stamp, self.vocab_size = fmt, k, shard, stamp, vocab_size
         self.ark, self.scp, self.num_frames, self.info_path = (
             self.out_dir / "data" / f"post.{shard}.{ext}" for ext in ("ark", "scp", "num_frames", "json"))
         self.arrays: Dict[str, np.ndarray] = {}
@@ -180,6 +180,14 @@ class PosteriorWriter:
         """log_probs: (T', V) float log-probabilities of one utterance."""
         if utt_id in self.arrays:
             raise ValueError(f"utterance {utt_id!r} written twice to shard {self.shard}")
+        where = f"utterance {utt_id!r} (shard {self.shard} of {self.out_dir})"
+        if self.vocab_size is not None and (log_probs.ndim != 2 or log_probs.shape[1] != self.vocab_size):
+            raise ValueError(f"{where}: teacher output of shape {log_probs.shape}, expected (frames, "
+                             f"{self.vocab_size}) for its {self.vocab_size}-token list")
+        # a diverged teacher (NaN) or scores that are not log-probabilities must not become KD targets
+        if np.isnan(log_probs).any() or (log_probs > 1e-3).any():
+            raise ValueError(f"{where}: teacher log-probabilities contain NaN or values above 0 "
+                             "(diverged teacher or broken input); the shard is not written")
         dense = self.fmt == "dense"
         self.arrays[utt_id] = log_probs.astype(np.float16) if dense else topk_pack(log_probs, self.k)
 
@@ -256,7 +264,25 @@ def read_meta(scp_path: str) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: {scp_path} was not written by "
                                 "espnet_oracle.bin.dump_posteriors")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): re-run stage 7 (dump teacher posteriors)") from None
+    missing = [key for key in ("format", "vocab_size") if key not in meta]
+    if missing or meta["format"] not in ("topk", "dense") or (meta["format"] == "topk" and not meta.get("k")):
+        raise ValueError(f"{path}: not a teacher posterior description (format topk with k, or dense; "
+                         f"vocab_size), got {meta!r:.200}: re-run stage 7 (dump teacher posteriors)")
+    return meta
+
+
+def check_token_list(meta: dict, scp_path, token_list: Sequence[str], source) -> None:
+    """Refuse posteriors dumped with another token list than ``token_list`` (read from ``source``),
+    a list of the same size in another order included."""
+    sha = token_list_sha(token_list)
+    if meta.get("vocab_size") != len(token_list) or meta.get("token_list_sha") != sha:
+        raise ValueError(f"{scp_path} was made with another token list ({meta.get('vocab_size')} tokens, "
+                         f"sha {meta.get('token_list_sha')}) than {source} ({len(token_list)} tokens, "
+                         f"sha {sha}): re-run stage 7 (dump teacher posteriors) with the student's token list")
 
 
 def check_layout(meta: dict, scp_path) -> None:
@@ -304,8 +330,18 @@ class TeacherPosteriorReader(Mapping):
             raise KeyError(f"utterance {utt_id!r} has no teacher posteriors in {self.scp_path}: "
                            "re-run stage 7 (dump teacher posteriors) for this data set") from None
         if self.fmt == "dense":
+            if array.ndim != 2 or array.shape[1] != self.vocab_size:
+                raise ValueError(f"utterance {utt_id!r} in {self.scp_path}: dense posteriors of shape "
+                                 f"{array.shape}, meta.json says {self.vocab_size} tokens")
             return array.astype(np.float32)
+        width = 2 * min(int(self.meta["k"]), self.vocab_size) + 2  # topk_pack keeps at most V
+        if array.ndim != 2 or array.shape[1] != width:
+            raise ValueError(f"utterance {utt_id!r} in {self.scp_path}: top-k posteriors of shape {array.shape}, "
+                             f"meta.json says k={self.meta['k']} of {self.vocab_size} tokens (width {width})")
         ids, values, leftover = topk_unpack(array)
+        if len(ids) and int(ids.max()) >= self.vocab_size:
+            raise ValueError(f"utterance {utt_id!r} in {self.scp_path}: token id {int(ids.max())} outside "
+                             f"the {self.vocab_size} tokens of meta.json")
         if self.compact:
             return topk_compact(ids, values, leftover, self.vocab_size)
         return topk_to_dense(ids, values, leftover, self.vocab_size)

@@ -50,6 +50,8 @@ class ExactSubsamplingLengths:
                     # forward(), not __call__: hooks (this one included) do not run again
                     _, out_mask = module.forward(probe, mask)
                     frames = int(out_mask.sum())
+                except torch.OutOfMemoryError:  # not a property of the length: never cache it
+                    raise
                 except RuntimeError:  # e.g. a convolution kernel longer than the input
                     frames = 0
             self.cache[length] = frames
