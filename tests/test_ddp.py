@@ -191,7 +191,7 @@ def test_ddp_keeps_frame_counts_and_syncs_gradients(name, ddp_results, token_fil
 
 def _write_training_data(root: Path, feat_dim: int):
     """Features, text and shapes of 8 training / 4 validation utterances; top-k teacher posteriors."""
-    from espnet_oracle.utils.posteriors import PosteriorWriter, write_meta
+    from espnet_oracle.utils.posteriors import PosteriorWriter, token_list_sha, write_meta
 
     rng = np.random.default_rng(0)
     letters = TOKENS[2:-1]
@@ -211,7 +211,7 @@ def _write_training_data(root: Path, feat_dim: int):
             writer.write(u, np.log(rng.dirichlet(np.ones(V) * 0.3, size=t) + 1e-12).astype(np.float32))
         writer.close()
         (post / "post.scp").write_text(writer.scp.read_text())
-        write_meta(str(post), format="topk", k=4, vocab_size=V)
+        write_meta(str(post), format="topk", k=4, vocab_size=V, token_list_sha=token_list_sha(TOKENS))
 
 
 def test_espnet_trainer_runs_ddp_on_cpu_with_torchrun(token_file, tmp_path):

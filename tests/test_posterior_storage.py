@@ -344,6 +344,49 @@ def test_regenerated_features_are_refused_then_redumped(teacher_dir, token_file,
         _check(out, feats, token_file)
 
 
+def test_check_refuses_a_reordered_token_list_and_lost_lines(teacher_dir, token_file, tmp_path, capsys):
+    feats, out = tmp_path / "feats", tmp_path / "post" / "dev"
+    _write_feats(feats, seed=0, dim=_input_size(teacher_dir))
+    _dump(teacher_dir, feats, out, "--topk", "4")
+    _check(out, feats, token_file)
+    tokens = token_file.read_text(encoding="utf-8").splitlines()
+    reordered = tmp_path / "reordered.txt"  # same size, two tokens swapped
+    reordered.write_text("\n".join(tokens[:2] + [tokens[3], tokens[2]] + tokens[4:]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="another token list"):
+        _check(out, feats, reordered)
+    # posteriors that lost an utterance or their frame counts (the stamps still agree)
+    scp = out / "post.scp"
+    full = scp.read_text(encoding="utf-8")
+    scp.write_text("".join(full.splitlines(keepends=True)[1:]), encoding="utf-8")
+    with pytest.raises(ValueError, match="1 utterance\\(s\\) of .*have no teacher posteriors.*utt1"):
+        _check(out, feats, token_file)
+    scp.write_text(full, encoding="utf-8")
+    (out / "utt2num_frames").unlink()
+    with pytest.raises(ValueError, match="lacks frame counts of 3"):
+        _check(out, feats, token_file)
+
+
+def test_interrupted_redump_leaves_no_set_that_looks_complete(teacher_dir, token_file, tmp_path, monkeypatch):
+    feats, out = tmp_path / "feats", tmp_path / "post" / "dev"
+    _write_feats(feats, seed=0, dim=_input_size(teacher_dir))
+    _dump(teacher_dir, feats, out, "--topk", "4")
+    unlink = Path.unlink
+
+    def interrupted(path, *args, **kwargs):
+        if path.parent.name == "data" and path.name.startswith("post."):
+            raise KeyboardInterrupt  # killed while the old shards are being removed
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _dump(teacher_dir, feats, out, "--topk", "2")  # other options: a re-dump
+    assert not (out / ".done").exists() and not (out / "post.scp").exists()
+    monkeypatch.setattr(Path, "unlink", unlink)
+    _dump(teacher_dir, feats, out, "--topk", "2")
+    assert all(a.shape[1] == 2 * 2 + 2 for a in _arrays(out).values())
+    _check(out, feats, token_file)
+
+
 def test_check_refuses_unstamped_posteriors(tmp_path, token_file):
     feats = tmp_path / "feats"
     _write_feats(feats, seed=0, dim=UNREAD_FEAT_DIM)
