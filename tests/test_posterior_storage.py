@@ -344,10 +344,16 @@ def test_regenerated_features_are_refused_then_redumped(teacher_dir, token_file,
         _check(out, feats, token_file)
 
 
-def test_check_refuses_a_reordered_token_list_and_lost_lines(teacher_dir, token_file, tmp_path, capsys):
+def _dumped_dev_set(teacher_dir: Path, tmp_path: Path):
+    """(feats dir, posterior dir) of three utterances dumped with top-4 storage."""
     feats, out = tmp_path / "feats", tmp_path / "post" / "dev"
     _write_feats(feats, seed=0, dim=_input_size(teacher_dir))
     _dump(teacher_dir, feats, out, "--topk", "4")
+    return feats, out
+
+
+def test_check_refuses_a_reordered_token_list_and_lost_lines(teacher_dir, token_file, tmp_path):
+    feats, out = _dumped_dev_set(teacher_dir, tmp_path)
     _check(out, feats, token_file)
     tokens = token_file.read_text(encoding="utf-8").splitlines()
     reordered = tmp_path / "reordered.txt"  # same size, two tokens swapped
@@ -367,9 +373,7 @@ def test_check_refuses_a_reordered_token_list_and_lost_lines(teacher_dir, token_
 
 
 def test_interrupted_redump_leaves_no_set_that_looks_complete(teacher_dir, token_file, tmp_path, monkeypatch):
-    feats, out = tmp_path / "feats", tmp_path / "post" / "dev"
-    _write_feats(feats, seed=0, dim=_input_size(teacher_dir))
-    _dump(teacher_dir, feats, out, "--topk", "4")
+    feats, out = _dumped_dev_set(teacher_dir, tmp_path)
     unlink = Path.unlink
 
     def interrupted(path, *args, **kwargs):
