@@ -52,6 +52,14 @@ def register_plugins() -> None:
 register_plugins()
 
 
+def _token_list(args: argparse.Namespace) -> list:
+    """``--token_list`` as a list (a file path until ESPnet's build_model has read it)."""
+    if isinstance(args.token_list, str):
+        with open(args.token_list, encoding="utf-8") as f:
+            return [line.rstrip() for line in f]
+    return list(args.token_list)
+
+
 class OracleASRTask(ASRTask):
     """ASRTask that also accepts teacher posteriors and hypotheses as training data."""
 
@@ -66,10 +74,7 @@ class OracleASRTask(ASRTask):
     @typechecked
     def build_model(cls, args: argparse.Namespace):
         if getattr(args, "encoder", None) == "oracle_teacher":
-            token_list = args.token_list
-            if isinstance(token_list, str):
-                with open(token_list, encoding="utf-8") as f:
-                    token_list = [line.rstrip() for line in f]
+            token_list = _token_list(args)
             # The target embedding needs the vocabulary, which ESPnet only passes
             # to the model; it is saved in config.yaml with the rest of encoder_conf.
             args.encoder_conf = dict(args.encoder_conf or {}, vocab_size=len(token_list))
@@ -91,10 +96,7 @@ class OracleASRTask(ASRTask):
         # in another order would train on the wrong classes without a word. Training only: a
         # trained model must stay decodable after its posteriors are re-dumped.
         data = args.train_data_path_and_name_and_type if mode == "train" else args.valid_data_path_and_name_and_type
-        token_list = args.token_list
-        if isinstance(token_list, str):
-            with open(token_list, encoding="utf-8") as f:
-                token_list = [line.rstrip() for line in f]
+        token_list = _token_list(args)
         for path, _, data_type in data or []:
             if data_type in ("teacher_posterior", "teacher_topk_posterior"):
                 check_token_list(read_meta(path), path, token_list, "the token list of this training (--token_list)")
