@@ -14,7 +14,6 @@ padding (unhooked conformers, E-Branchformer) are refused: they are encoded one 
 """
 
 import argparse
-import itertools
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from espnet_oracle.utils.datadir import read_kaldi_map, speech_scp
-from espnet_oracle.utils.inference import encode_padded, load_model, pad, padding_sensitive
+from espnet_oracle.utils.inference import encode_padded, greedy_path, load_model, pad, padding_sensitive
 
 
 def main(argv=None) -> int:
@@ -39,14 +38,14 @@ def main(argv=None) -> int:
     feats = kaldiio.load_scp(str(speech_scp(args.dump / args.set)))
     text = read_kaldi_map(args.dump / args.set / "text")
     utts = sorted(text, key=lambda u: (feats[u].shape[0], u))
+    from espnet2.text.build_tokenizer import build_tokenizer
+
     print("system\tset\tcer_all_padded_frames_%\tcer_own_frames_%")
     for system in args.systems:
         model, train_args = load_model(args.exp / system)
         model.eval()
         if padding_sensitive(model):
             raise SystemExit(f"{system}: its encoder output depends on the padding; this check needs one that does not")
-        from espnet2.text.build_tokenizer import build_tokenizer
-
         tokenizer = build_tokenizer(train_args.token_type, bpemodel=train_args.bpemodel)
         token_id = {t: i for i, t in enumerate(train_args.token_list)}
         space = token_id.get("<space>")
@@ -61,10 +60,10 @@ def main(argv=None) -> int:
                 refs = [[token_id.get(t, token_id.get("<unk>")) for t in tokenizer.text2tokens(text[u])] for u in batch]
                 ref_pad, ref_lengths = pad([np.asarray(r, dtype=np.int64) for r in refs], -1)
                 frames, frame_lengths, _ = encode_padded(model, speech, lengths, ref_pad, ref_lengths, batch)
-                best = model.ctc.argmax(frames)
+                log_probs = model.ctc.log_softmax(frames)  # what ESPnet's ctc.argmax takes the argmax of
                 for i, ref in enumerate(refs):
-                    for kind, n in (("all", best.size(1)), ("own", int(frame_lengths[i]))):
-                        hyp = [t for t, _ in itertools.groupby(best[i, :n].tolist()) if t != model.blank_id]
+                    for kind, n in (("all", log_probs.size(1)), ("own", int(frame_lengths[i]))):
+                        hyp, _ = greedy_path(log_probs[i, :n], model.blank_id)
                         edits[kind] += editdistance.eval(chars(ref), chars(hyp))
                     ref_chars += len(chars(ref))
         print(f"{system}\t{args.set}\t{100 * edits['all'] / ref_chars:.2f}\t{100 * edits['own'] / ref_chars:.2f}")

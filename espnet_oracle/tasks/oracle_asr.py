@@ -30,6 +30,7 @@ from espnet_oracle.asr.kd_student_model import KDStudentModel
 from espnet_oracle.asr.length_masked_cer import install_length_masked_cer
 from espnet_oracle.asr.oracle_self_distill_model import OracleSelfDistillModel
 from espnet_oracle.asr.oracle_teacher_model import OracleTeacherModel
+from espnet_oracle.utils.posteriors import DATA_TYPES as POSTERIOR_DATA_TYPES
 from espnet_oracle.utils.posteriors import check_token_list, read_meta, register_data_type
 from espnet_oracle.utils.teacher_hyps import register_data_type as register_hyps_data_type
 
@@ -98,6 +99,6 @@ class OracleASRTask(ASRTask):
         data = args.train_data_path_and_name_and_type if mode == "train" else args.valid_data_path_and_name_and_type
         token_list = _token_list(args)
         for path, _, data_type in data or []:
-            if data_type in ("teacher_posterior", "teacher_topk_posterior"):
+            if data_type in POSTERIOR_DATA_TYPES:
                 check_token_list(read_meta(path), path, token_list, "the token list of this training (--token_list)")
         return super().build_iter_factory(args, distributed_option, mode, kwargs)

@@ -360,17 +360,22 @@ def teacher_topk_posterior_loader(path: str) -> TeacherPosteriorReader:
     return TeacherPosteriorReader(path, compact=True)
 
 
+# ESPnet data types of teacher posteriors (registered below)
+DENSE_DATA_TYPE, TOPK_DATA_TYPE = "teacher_posterior", "teacher_topk_posterior"
+DATA_TYPES = (DENSE_DATA_TYPE, TOPK_DATA_TYPE)
+
+
 def register_data_type() -> None:
     """Make ``teacher_posterior`` and ``teacher_topk_posterior`` data types of ESPnet's dataset."""
     from espnet2.train import dataset
 
     written = ("Teacher CTC posteriors written by espnet_oracle.bin.dump_posteriors: post.scp with "
                "meta.json beside it")
-    dataset.DATA_TYPES.setdefault("teacher_posterior", dict(
+    dataset.DATA_TYPES.setdefault(DENSE_DATA_TYPE, dict(
         func=TeacherPosteriorReader, kwargs=[],
         help=f"{written}; each item is a (frames, vocab) float32 matrix of log-probabilities"))
     # ESPnet picks the first key that re.match()es the requested type: no key may prefix another
-    dataset.DATA_TYPES.setdefault("teacher_topk_posterior", dict(
+    dataset.DATA_TYPES.setdefault(TOPK_DATA_TYPE, dict(
         func=teacher_topk_posterior_loader, kwargs=[],
         help=f"{written} (top-k format); each item is a (frames, 2k + 2) float32 matrix: "
         "ids, log-probs, leftover log-mass, vocabulary size"))
